@@ -1,0 +1,714 @@
+/**
+ * Tree → composefs image, byte for byte as mkcomposefs 1.0.8 writes it.
+ * Steps: pick the format version; copy the tree and rewrite it for overlayfs (escape
+ * trusted.overlay.*, metacopy/redirect, whiteouts, root opaque and the 00..ff whiteouts); number
+ * inodes breadth first; choose shared xattrs; lay out every inode once (nid, padding, tails,
+ * blocks); then emit into one buffer from that layout.
+ */
+import { CfsError, ErrorCode } from './errors.js';
+import { setXattr, xattrBudget } from './dumpfile.js';
+import {
+  BLOCK_SIZE,
+  CFS_FLAG_HAS_ACL,
+  CFS_HEADER,
+  CFS_HEADER_VERSION,
+  CFS_MAGIC,
+  CFS_VERSION_MAX,
+  CHUNK_ENTRY_SIZE,
+  CHUNK_FORMAT_BLKBITS_MASK,
+  DIRENT,
+  DataLayout,
+  DATALAYOUT_SHIFT,
+  EROFS_SUPER_MAGIC,
+  FEATURE_COMPAT_MTIME,
+  FEATURE_COMPAT_XATTR_FILTER,
+  FILE_TYPES,
+  INODE_COMPACT,
+  INODE_EXTENDED,
+  MAX_CHUNKS,
+  MAX_DEPTH,
+  MAX_SHARED_XATTRS_PER_INODE,
+  METACOPY_HEADER,
+  OVERLAY_ESCAPED_PREFIX,
+  OVERLAY_PREFIX,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  SLOT_SIZE,
+  SUPERBLOCK,
+  SUPERBLOCK_OFFSET,
+  XATTR_ENTRY,
+  XATTR_ESCAPED_OPAQUE,
+  XATTR_ESCAPED_WHITEOUT,
+  XATTR_ESCAPED_WHITEOUTS,
+  XATTR_FILTER_BITS,
+  XATTR_FILTER_SEED,
+  XATTR_IBODY_HEADER,
+  XATTR_METACOPY,
+  XATTR_OPAQUE,
+  XATTR_PREFIXES,
+  XATTR_REDIRECT,
+  XATTR_USER_OPAQUE,
+  XATTR_USER_WHITEOUT,
+  XATTR_USER_WHITEOUTS,
+  ACL_XATTRS,
+  isValidModeType,
+} from './layout.js';
+import type { Inode, Xattr } from './tree.js';
+import { xxh32 } from './xxhash.js';
+
+export interface EncodeOptions {
+  /** Lowest format version to write (default 0). */
+  minVersion?: number;
+  /** Highest format version allowed (default 1); raised to minVersion if lower. */
+  maxVersion?: number;
+  /** Name of the input, for error messages. */
+  input?: string;
+}
+
+interface Entry {
+  name: string;
+  node: ENode;
+  /** This name places the inode (not a hardlink, `.` or `..`). */
+  owned: boolean;
+}
+
+/** A node of the writer's private copy of the tree, plus its layout. */
+interface ENode {
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  mtimeSec: bigint;
+  mtimeNsec: number;
+  payload: string | null;
+  content: Buffer | null;
+  digest: Buffer | null;
+  xattrs: Xattr[];
+  budget: number;
+  parent: ENode;
+  src: Inode | null;
+  entries: Entry[] | null;
+  name: string;
+  // layout
+  ino: number;
+  nid: number;
+  compact: boolean;
+  nBlocks: number;
+  tail: number;
+  xattrSize: number;
+  /** Per xattr (in sorted order): shared table offset, or -1 when stored inline. */
+  sharedOff: Int32Array | null;
+  nShared: number;
+  blkaddr: number;
+}
+
+const fail = (code: ErrorCode, msg: string, input?: string): never => {
+  throw new CfsError(code, msg, { input });
+};
+
+const typeOf = (n: { mode: number }): number => n.mode & S_IFMT;
+
+function newENode(src: Inode | null, parent: ENode | null, name: string): ENode {
+  const n: ENode = {
+    mode: src?.mode ?? 0,
+    nlink: src?.nlink ?? 1,
+    uid: src?.uid ?? 0,
+    gid: src?.gid ?? 0,
+    rdev: src?.rdev ?? 0,
+    size: src?.size ?? 0,
+    mtimeSec: src?.mtimeSec ?? 0n,
+    mtimeNsec: src?.mtimeNsec ?? 0,
+    payload: src?.payload ?? null,
+    content: src?.content ?? null,
+    digest: src?.digest ?? null,
+    xattrs: src ? src.xattrs.map((x) => ({ key: x.key, value: x.value })) : [],
+    budget: src ? xattrBudget(src.xattrs) : 0,
+    parent: null as unknown as ENode,
+    src,
+    entries: null,
+    name,
+    ino: 0,
+    nid: 0,
+    compact: true,
+    nBlocks: 0,
+    tail: 0,
+    xattrSize: 0,
+    sharedOff: null,
+    nShared: 0,
+    blkaddr: 0,
+  };
+  n.parent = parent ?? n;
+  return n;
+}
+
+function pathOf(n: ENode): string {
+  const parts: string[] = [];
+  for (let c = n; c.parent !== c; c = c.parent) parts.push(c.name);
+  return '/' + parts.reverse().join('/');
+}
+
+/** Copy the input tree: one ENode per inode; link names resolve to their owner's ENode. */
+function copyTree(root: Inode, input?: string): ENode {
+  const byInode = new Map<Inode, ENode>();
+  const eroot = newENode(root, null, '');
+  byInode.set(root, eroot);
+  const dirs: [ENode, Inode][] = [];
+  const stack: [ENode, Inode, number][] = [[eroot, root, 0]];
+  while (stack.length) {
+    const [en, inode, depth] = stack.pop()!;
+    if (depth > MAX_DEPTH) fail(ErrorCode.InvalidTree, `tree deeper than ${MAX_DEPTH} levels`, input);
+    dirs.push([en, inode]);
+    for (const d of inode.children!) {
+      if (d.link) continue;
+      const child = newENode(d.inode, en, d.name);
+      if (byInode.has(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
+      byInode.set(d.inode, child);
+      if (d.inode.children) {
+        if (typeOf(d.inode) !== S_IFDIR) fail(ErrorCode.InvalidTree, `${pathOf(child)}: only directories have children`, input);
+        stack.push([child, d.inode, depth + 1]);
+      }
+    }
+  }
+  for (const [en, inode] of dirs) {
+    const entries: Entry[] = [];
+    for (const d of inode.children!) {
+      const target = byInode.get(d.inode);
+      if (!target) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name}: target is not in the tree`, input);
+      if (d.link && typeOf(target!) === S_IFDIR) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name} points to a directory`, input);
+      entries.push({ name: d.name, node: target!, owned: !d.link });
+    }
+    en.entries = entries;
+  }
+  return eroot;
+}
+
+function set(n: ENode, key: string, value: Buffer, input?: string): void {
+  try {
+    n.budget = setXattr(n.xattrs, key, value, n.budget);
+  } catch (e) {
+    if (e instanceof RangeError) fail(ErrorCode.TooLarge, `${pathOf(n)}: cannot set xattr ${key}: ${e.message}`, input);
+    throw e;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const X = Buffer.from('x');
+const Y = Buffer.from('y');
+
+/** chunkbits and chunk count of an external file (chunk-based, every chunk a hole). */
+export function chunking(size: number): { chunkBits: number; chunkCount: number } {
+  // chunkbits = ilog2(size - 1) + 1, at least the block size, at most 12 + 31
+  let bits = size <= 1 ? 1 : Math.floor(Math.log2(size - 1)) + 1;
+  // Math.log2 can round up just below a power of two; fix the estimate exactly.
+  while (bits > 1 && 2 ** (bits - 1) >= size) bits--;
+  while (2 ** bits < size) bits++;
+  if (bits < 12) bits = 12;
+  if (bits - 12 > CHUNK_FORMAT_BLKBITS_MASK) bits = CHUNK_FORMAT_BLKBITS_MASK + 12;
+  return { chunkBits: bits, chunkCount: Math.ceil(size / 2 ** bits) };
+}
+
+const isExternal = (n: ENode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === null;
+
+/** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
+function rewriteNode(n: ENode, version: number, input?: string): void {
+  if (!isValidModeType(n.mode)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: invalid mode ${n.mode.toString(8)}`, input);
+  if (isExternal(n) && chunking(n.size).chunkCount > MAX_CHUNKS) {
+    fail(ErrorCode.TooLarge, `${pathOf(n)}: file too large (${n.size} bytes)`, input);
+  }
+  for (const x of n.xattrs) {
+    if (x.key.startsWith(OVERLAY_PREFIX)) {
+      x.key = OVERLAY_ESCAPED_PREFIX + x.key.slice(OVERLAY_PREFIX.length);
+    }
+  }
+  if (isExternal(n)) {
+    let value = EMPTY;
+    if (n.digest) {
+      value = Buffer.alloc(4 + n.digest.length);
+      value.set(METACOPY_HEADER, 0);
+      n.digest.copy(value, 4);
+    }
+    set(n, XATTR_METACOPY, value, input);
+    if (n.payload) set(n, XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'), input);
+  }
+  if (typeOf(n) === S_IFCHR && n.rdev === 0) {
+    const parent = n.parent;
+    n.size = 0;
+    n.mode = S_IFREG | (n.mode & ~S_IFMT);
+    set(n, XATTR_ESCAPED_WHITEOUT, EMPTY, input);
+    set(n, XATTR_USER_WHITEOUT, EMPTY, input);
+    set(parent, XATTR_ESCAPED_WHITEOUTS, EMPTY, input);
+    set(parent, XATTR_USER_WHITEOUTS, EMPTY, input);
+    if (version >= 1) {
+      set(parent, XATTR_ESCAPED_OPAQUE, X, input);
+      set(parent, XATTR_USER_OPAQUE, X, input);
+    }
+  }
+}
+
+/** Index of `name` in sorted entries, or -(insertion point) - 1. */
+function findEntry(entries: Entry[], name: string): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const n = entries[mid].name;
+    if (n === name) return mid;
+    if (n < name) lo = mid + 1;
+    else hi = mid;
+  }
+  return -lo - 1;
+}
+
+function insertEntry(entries: Entry[], e: Entry): void {
+  const i = findEntry(entries, e.name);
+  if (i < 0) entries.splice(-i - 1, 0, e);
+}
+
+function addRootWhiteouts(root: ENode): void {
+  const selinux = root.xattrs.find((x) => x.key === 'security.selinux');
+  for (let i = 0; i < 256; i++) {
+    const name = i.toString(16).padStart(2, '0');
+    if (findEntry(root.entries!, name) >= 0) continue;
+    const w = newENode(null, root, name);
+    w.mode = S_IFCHR | 0o644;
+    w.uid = root.uid;
+    w.gid = root.gid;
+    w.mtimeSec = root.mtimeSec;
+    w.mtimeNsec = root.mtimeNsec;
+    if (selinux) set(w, 'security.selinux', selinux.value);
+    insertEntry(root.entries!, { name, node: w, owned: true });
+  }
+}
+
+/** Which version the input needs: 1 if it has whiteouts (char 0:0) and max allows it. */
+export function selectVersion(root: Inode, minVersion: number, maxVersion: number): number {
+  let version = minVersion;
+  if (version < 1 && maxVersion >= 1) {
+    const stack = [root];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if ((n.mode & S_IFMT) === S_IFCHR && n.rdev === 0) return 1;
+      if (n.children) for (const d of n.children) if (!d.link) stack.push(d.inode);
+    }
+  }
+  return version;
+}
+
+function xattrPrefix(key: string): { index: number; suffix: string } {
+  for (const [prefix, index] of XATTR_PREFIXES) {
+    if (key.startsWith(prefix)) return { index, suffix: key.slice(prefix.length) };
+  }
+  return { index: 0, suffix: key };
+}
+const entrySize = (x: Xattr): number => {
+  const { suffix } = xattrPrefix(x.key);
+  return (XATTR_ENTRY.SIZE + suffix.length + x.value.length + 3) & ~3;
+};
+
+const cmpKey = (a: Xattr, b: Xattr): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+interface SharedTable {
+  entries: Xattr[];
+  size: number;
+  /** key\0value(latin1) → offset in the table; only shared pairs. */
+  offsets: Map<string, number>;
+}
+
+function pairKey(x: Xattr): string {
+  return x.key + '\0' + x.value.toString('latin1');
+}
+
+function computeShared(nodes: ENode[]): SharedTable {
+  const counts = new Map<string, { x: Xattr; count: number }>();
+  for (const n of nodes) {
+    for (const x of n.xattrs) {
+      const k = pairKey(x);
+      const e = counts.get(k);
+      if (e) e.count++;
+      else counts.set(k, { x, count: 1 });
+    }
+  }
+  const shared: Xattr[] = [];
+  for (const e of counts.values()) if (e.count > 1) shared.push(e.x);
+  // key descending, then value length descending, then value bytes descending
+  shared.sort((a, b) => {
+    if (a.key !== b.key) return a.key < b.key ? 1 : -1;
+    if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+    return Buffer.compare(b.value, a.value);
+  });
+  const offsets = new Map<string, number>();
+  let off = 0;
+  for (const x of shared) {
+    offsets.set(pairKey(x), off);
+    off += entrySize(x);
+  }
+  return { entries: shared, size: off, offsets };
+}
+
+function dirLayout(n: ENode): void {
+  let blocks = 0;
+  let used = 0;
+  for (const e of n.entries!) {
+    const len = DIRENT.SIZE + e.name.length;
+    if (used + len > BLOCK_SIZE) {
+      blocks++;
+      used = 0;
+    }
+    used += len;
+  }
+  if (used > BLOCK_SIZE / 2) {
+    blocks++;
+    used = 0;
+  }
+  n.nBlocks = blocks;
+  n.tail = used;
+}
+
+function dataLayout(n: ENode): void {
+  const type = typeOf(n);
+  n.nBlocks = 0;
+  n.tail = 0;
+  if (type === S_IFDIR) dirLayout(n);
+  else if (type === S_IFLNK) n.tail = n.payload!.length;
+  else if (type === S_IFREG && n.size > 0) {
+    if (n.content) {
+      n.nBlocks = Math.floor(n.size / BLOCK_SIZE);
+      n.tail = n.size % BLOCK_SIZE;
+      if (n.tail > BLOCK_SIZE / 2) {
+        n.nBlocks++;
+        n.tail = 0;
+      }
+    } else {
+      n.tail = chunking(n.size).chunkCount * CHUNK_ENTRY_SIZE;
+    }
+  }
+}
+
+const roundUp = (x: number, a: number): number => Math.ceil(x / a) * a;
+
+/** Padding before an inode so that its tail does not cross a block (may push the tail out). */
+function tailPadding(n: ENode, pos: number, isize: number): number {
+  const total = isize + n.xattrSize + n.tail;
+  if (typeOf(n) === S_IFLNK) {
+    if (Math.floor(total / BLOCK_SIZE) > 0) {
+      n.nBlocks++;
+      n.tail = 0;
+    }
+    if (Math.floor(pos / BLOCK_SIZE) !== Math.floor((pos + total - 1) / BLOCK_SIZE)) return roundUp(pos, BLOCK_SIZE) - pos;
+    return 0;
+  }
+  const nonTail = isize + n.xattrSize;
+  let rem = BLOCK_SIZE - ((pos + nonTail) % BLOCK_SIZE);
+  if (rem < n.tail) {
+    const pad = roundUp(rem, SLOT_SIZE);
+    rem = BLOCK_SIZE - ((pos + nonTail + pad) % BLOCK_SIZE);
+    if (n.tail <= rem) return pad;
+    n.nBlocks++;
+    n.tail = 0;
+    return roundUp(pos, BLOCK_SIZE) - pos;
+  }
+  return 0;
+}
+
+function xattrFilter(n: ENode): number {
+  let bits = 0;
+  for (const x of n.xattrs) {
+    const { index, suffix } = xattrPrefix(x.key);
+    bits |= 1 << (xxh32(Buffer.from(suffix, 'latin1'), (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
+  }
+  return ~bits >>> 0;
+}
+
+function dirSize(n: ENode): number {
+  return n.nBlocks * BLOCK_SIZE + n.tail;
+}
+
+/** Encode a tree into a composefs image. */
+export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
+  const input = opts.input;
+  const minVersion = opts.minVersion ?? 0;
+  let maxVersion = opts.maxVersion ?? 1;
+  for (const v of [minVersion, maxVersion]) {
+    if (!Number.isInteger(v) || v < 0 || v > CFS_VERSION_MAX) fail(ErrorCode.Usage, `invalid format version ${v} (0..${CFS_VERSION_MAX})`, input);
+  }
+  if (maxVersion < minVersion) maxVersion = minVersion;
+  if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
+  const version = selectVersion(root, minVersion, maxVersion);
+
+  // Copy and rewrite, parents before children; add . and ..
+  const eroot = copyTree(root, input);
+  const queue: ENode[] = [eroot];
+  for (let i = 0; i < queue.length; i++) {
+    const n = queue[i];
+    rewriteNode(n, version, input);
+    if (n.entries) {
+      for (const e of n.entries) if (e.owned) queue.push(e.node);
+      insertEntry(n.entries, { name: '.', node: n, owned: false });
+      insertEntry(n.entries, { name: '..', node: n.parent, owned: false });
+    }
+  }
+  set(eroot, XATTR_OPAQUE, Y, input);
+  addRootWhiteouts(eroot);
+
+  // Breadth-first numbering over owning names; nlink of directories; min mtime; ACL flag.
+  const nodes: ENode[] = [eroot];
+  let minSec = eroot.mtimeSec;
+  let minNsec = eroot.mtimeNsec;
+  let hasAcl = false;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i];
+    n.ino = i;
+    if (n.entries) {
+      let nlink = 2;
+      for (const e of n.entries) {
+        if (!e.owned) continue;
+        if (typeOf(e.node) === S_IFDIR) nlink++;
+        nodes.push(e.node);
+      }
+      n.nlink = nlink;
+    }
+    n.xattrs.sort(cmpKey);
+    if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
+      minSec = n.mtimeSec;
+      minNsec = n.mtimeNsec;
+    }
+    if (!hasAcl) for (const x of n.xattrs) if (ACL_XATTRS.includes(x.key)) hasAcl = true;
+  }
+
+  // Shared xattrs, then each inode's references (at most 128, in key order).
+  const shared = computeShared(nodes);
+  for (const n of nodes) {
+    if (n.xattrs.length === 0) continue;
+    const offs = new Int32Array(n.xattrs.length);
+    let nShared = 0;
+    let inlineSize = 0;
+    for (let i = 0; i < n.xattrs.length; i++) {
+      const off = shared.offsets.get(pairKey(n.xattrs[i]));
+      if (off !== undefined && nShared < MAX_SHARED_XATTRS_PER_INODE) {
+        offs[i] = off;
+        nShared++;
+      } else {
+        offs[i] = -1;
+        inlineSize += entrySize(n.xattrs[i]);
+      }
+    }
+    n.sharedOff = offs;
+    n.nShared = nShared;
+    n.xattrSize = roundUp(XATTR_IBODY_HEADER.SIZE + nShared * 4 + inlineSize, 4);
+  }
+
+  // Inode placement.
+  let pos = SUPERBLOCK_OFFSET + SUPERBLOCK.SIZE;
+  let nDataBlocks = 0;
+  for (const n of nodes) {
+    dataLayout(n);
+    const size = typeOf(n) === S_IFDIR ? dirSize(n) : n.size;
+    n.compact =
+      n.mtimeSec === minSec &&
+      n.mtimeNsec === minNsec &&
+      n.nlink <= 0xffff &&
+      n.uid <= 0xffff &&
+      n.gid <= 0xffff &&
+      size <= 0xffffffff;
+    const isize = n.compact ? INODE_COMPACT.SIZE : INODE_EXTENDED.SIZE;
+    pos = roundUp(pos, SLOT_SIZE);
+    pos += tailPadding(n, pos, isize);
+    n.nid = pos / SLOT_SIZE;
+    nDataBlocks += n.nBlocks;
+    pos += isize + n.xattrSize + n.tail;
+  }
+  const inodesEnd = roundUp(pos, SLOT_SIZE);
+  const dataStart = roundUp(inodesEnd + shared.size, BLOCK_SIZE);
+  const totalBlocks = dataStart / BLOCK_SIZE + nDataBlocks;
+  if (eroot.nid > 0xffff) fail(ErrorCode.TooLarge, 'root inode does not fit a 16-bit nid', input);
+  if (totalBlocks > 0xffffffff) fail(ErrorCode.TooLarge, 'image too large', input);
+  let nextBlock = dataStart / BLOCK_SIZE;
+  for (const n of nodes) {
+    if (n.nBlocks > 0) {
+      n.blkaddr = nextBlock;
+      nextBlock += n.nBlocks;
+    }
+  }
+
+  const img = Buffer.alloc(totalBlocks * BLOCK_SIZE);
+  // Header and superblock.
+  const H = CFS_HEADER.off;
+  img.writeUInt32LE(CFS_MAGIC, H.magic);
+  img.writeUInt32LE(CFS_HEADER_VERSION, H.version);
+  img.writeUInt32LE(hasAcl ? CFS_FLAG_HAS_ACL : 0, H.flags);
+  img.writeUInt32LE(version, H.composefsVersion);
+  const S = SUPERBLOCK.off;
+  const sb = SUPERBLOCK_OFFSET;
+  img.writeUInt32LE(EROFS_SUPER_MAGIC, sb + S.magic);
+  img.writeUInt32LE(FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER, sb + S.featureCompat);
+  img[sb + S.blkszbits] = 12;
+  img.writeUInt16LE(eroot.nid, sb + S.rootNid);
+  img.writeBigUInt64LE(BigInt(nodes.length), sb + S.inos);
+  img.writeBigUInt64LE(BigInt.asUintN(64, minSec), sb + S.buildTime);
+  img.writeUInt32LE(minNsec, sb + S.buildTimeNsec);
+  img.writeUInt32LE(totalBlocks, sb + S.blocks);
+  img.writeUInt32LE(Math.floor((SUPERBLOCK_OFFSET + SUPERBLOCK.SIZE) / BLOCK_SIZE), sb + S.metaBlkaddr);
+  img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
+
+  const sharedBase = inodesEnd % BLOCK_SIZE;
+  for (const n of nodes) writeInode(img, n, sharedBase);
+  let p = inodesEnd;
+  for (const x of shared.entries) p = writeXattr(img, p, x);
+  for (const n of nodes) writeData(img, n);
+  return img;
+}
+
+function writeXattr(img: Buffer, p: number, x: Xattr): number {
+  const { index, suffix } = xattrPrefix(x.key);
+  const E = XATTR_ENTRY.off;
+  img[p + E.nameLen] = suffix.length;
+  img[p + E.nameIndex] = index;
+  img.writeUInt16LE(x.value.length, p + E.valueSize);
+  p += XATTR_ENTRY.SIZE;
+  p += img.write(suffix, p, 'latin1');
+  x.value.copy(img, p);
+  p += x.value.length;
+  return (p + 3) & ~3;
+}
+
+function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to: number): void {
+  let nameoff = (to - from) * DIRENT.SIZE;
+  const D = DIRENT.off;
+  let q = p;
+  for (let i = from; i < to; i++) {
+    const e = entries[i];
+    img.writeBigUInt64LE(BigInt(e.node.nid), q + D.nid);
+    img.writeUInt16LE(nameoff, q + D.nameoff);
+    img[q + D.fileType] = FILE_TYPES.get(typeOf(e.node)) ?? 0;
+    nameoff += e.name.length;
+    q += DIRENT.SIZE;
+  }
+  for (let i = from; i < to; i++) q += img.write(entries[i].name, q, 'latin1');
+}
+
+/** Split a directory's entries into full blocks and the tail, as the layout decided. */
+function dirChunks(n: ENode): { blocks: [number, number][]; tail: [number, number] | null } {
+  const entries = n.entries!;
+  const blocks: [number, number][] = [];
+  let used = 0;
+  let first = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const len = DIRENT.SIZE + entries[i].name.length;
+    if (used + len > BLOCK_SIZE) {
+      blocks.push([first, i]);
+      used = 0;
+      first = i;
+    }
+    used += len;
+  }
+  if (blocks.length < n.nBlocks) {
+    blocks.push([first, entries.length]);
+    return { blocks, tail: null };
+  }
+  return { blocks, tail: used > 0 ? [first, entries.length] : null };
+}
+
+function writeInode(img: Buffer, n: ENode, sharedBase: number): void {
+  const type = typeOf(n);
+  let pos = n.nid * SLOT_SIZE;
+  let layout: number = n.tail > 0 ? DataLayout.FlatInline : DataLayout.FlatPlain;
+  let size: number;
+  let u = 0;
+  if (type === S_IFDIR) {
+    size = dirSize(n);
+    if (n.nBlocks > 0) u = n.blkaddr;
+  } else if (type === S_IFREG) {
+    size = n.size;
+    if (n.nBlocks > 0) u = n.blkaddr;
+    if (isExternal(n)) {
+      layout = DataLayout.ChunkBased;
+      // the chunk format overwrites the low 16 bits of any block address
+      u = ((u & 0xffff0000) | (chunking(n.size).chunkBits - 12)) >>> 0;
+    }
+  } else if (type === S_IFLNK) {
+    size = n.nBlocks === 0 ? n.tail : n.size;
+    if (n.nBlocks > 0) u = n.blkaddr;
+  } else {
+    size = 0;
+    if (type === S_IFCHR || (n.mode & S_IFMT) === 0o060000) u = n.rdev;
+  }
+  const icount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER.SIZE) / 4 + 1;
+  const format = (layout << DATALAYOUT_SHIFT) | (n.compact ? 0 : 1);
+  if (n.compact) {
+    const I = INODE_COMPACT.off;
+    img.writeUInt16LE(format, pos + I.format);
+    img.writeUInt16LE(icount, pos + I.xattrIcount);
+    img.writeUInt16LE(n.mode & 0xffff, pos + I.mode);
+    img.writeUInt16LE(n.nlink, pos + I.nlink);
+    img.writeUInt32LE(size, pos + I.size);
+    img.writeUInt32LE(u, pos + I.u);
+    img.writeUInt32LE(n.ino, pos + I.ino);
+    img.writeUInt16LE(n.uid, pos + I.uid);
+    img.writeUInt16LE(n.gid, pos + I.gid);
+    pos += INODE_COMPACT.SIZE;
+  } else {
+    const I = INODE_EXTENDED.off;
+    img.writeUInt16LE(format, pos + I.format);
+    img.writeUInt16LE(icount, pos + I.xattrIcount);
+    img.writeUInt16LE(n.mode & 0xffff, pos + I.mode);
+    img.writeBigUInt64LE(BigInt(size), pos + I.size);
+    img.writeUInt32LE(u, pos + I.u);
+    img.writeUInt32LE(n.ino, pos + I.ino);
+    img.writeUInt32LE(n.uid, pos + I.uid);
+    img.writeUInt32LE(n.gid, pos + I.gid);
+    img.writeBigUInt64LE(BigInt.asUintN(64, n.mtimeSec), pos + I.mtime);
+    img.writeUInt32LE(n.mtimeNsec, pos + I.mtimeNsec);
+    img.writeUInt32LE(n.nlink, pos + I.nlink);
+    pos += INODE_EXTENDED.SIZE;
+  }
+  if (n.xattrSize > 0) {
+    const X = XATTR_IBODY_HEADER.off;
+    img.writeUInt32LE(xattrFilter(n), pos + X.nameFilter);
+    img[pos + X.sharedCount] = n.nShared;
+    let p = pos + XATTR_IBODY_HEADER.SIZE;
+    const offs = n.sharedOff!;
+    for (let i = 0; i < n.xattrs.length; i++) {
+      if (offs[i] >= 0) {
+        img.writeUInt32LE((sharedBase + offs[i]) / 4, p);
+        p += 4;
+      }
+    }
+    for (let i = 0; i < n.xattrs.length; i++) if (offs[i] < 0) p = writeXattr(img, p, n.xattrs[i]);
+    pos += n.xattrSize;
+  }
+  if (n.tail > 0) {
+    if (type === S_IFDIR) {
+      const { tail } = dirChunks(n);
+      if (tail) writeDirents(img, pos, n.entries!, tail[0], tail[1]);
+    } else if (type === S_IFLNK) {
+      img.write(n.payload!, pos, 'latin1');
+    } else if (n.content) {
+      n.content.copy(img, pos, n.size - n.tail);
+    } else {
+      img.fill(0xff, pos, pos + n.tail);
+    }
+  }
+}
+
+function writeData(img: Buffer, n: ENode): void {
+  if (n.nBlocks === 0) return;
+  let p = n.blkaddr * BLOCK_SIZE;
+  const type = typeOf(n);
+  if (type === S_IFDIR) {
+    for (const [from, to] of dirChunks(n).blocks) {
+      writeDirents(img, p, n.entries!, from, to);
+      p += BLOCK_SIZE;
+    }
+  } else if (type === S_IFREG) {
+    // Only the first block is ever written (inline content is at most 5000 bytes).
+    if (n.content) n.content.copy(img, p, 0, Math.min(n.content.length, BLOCK_SIZE));
+    else img.fill(0xff, p, p + BLOCK_SIZE);
+  } else if (type === S_IFLNK) {
+    img.write(n.payload!, p, 'latin1');
+  }
+}

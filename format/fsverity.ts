@@ -1,0 +1,107 @@
+/**
+ * fs-verity SHA-256 digest (4096-byte blocks, no salt), as the kernel computes it.
+ * For an empty file the kernel's root hash is all zeros; upstream's userspace tool hashes one
+ * zero block instead and prints a different value (see UPSTREAM_EMPTY_FILE_DIGEST).
+ */
+import * as crypto from 'node:crypto';
+import { BLOCK_SIZE } from './layout.js';
+
+const HASH_SIZE = 32;
+
+type HashFn = (data: Uint8Array) => Buffer;
+const cryptoHash = (crypto as unknown as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
+export const sha256: HashFn = cryptoHash
+  ? (data) => cryptoHash('sha256', data, 'buffer')
+  : (data) => crypto.createHash('sha256').update(data).digest();
+
+/** What `composefs-info measure-file` prints for an empty file (not the kernel's value). */
+export const UPSTREAM_EMPTY_FILE_DIGEST = 'cfc3391077edfd51859f6e5e16e03f82b1da3ee1a35d418b0d0b3b57740b4405';
+
+/** Incremental fs-verity computation: feed data in any chunking, then digest(). */
+export class FsVerityHasher {
+  private size = 0;
+  private readonly pending = Buffer.alloc(BLOCK_SIZE);
+  private pendingLen = 0;
+  /** levels[i] = hashes of level i accumulated into a block buffer */
+  private readonly levels: { buf: Buffer; len: number; count: number }[] = [];
+
+  update(data: Uint8Array): this {
+    let off = 0;
+    this.size += data.length;
+    if (this.pendingLen > 0) {
+      const n = Math.min(BLOCK_SIZE - this.pendingLen, data.length);
+      this.pending.set(data.subarray(0, n), this.pendingLen);
+      this.pendingLen += n;
+      off = n;
+      if (this.pendingLen === BLOCK_SIZE) {
+        this.addHash(0, sha256(this.pending));
+        this.pendingLen = 0;
+      }
+    }
+    while (data.length - off >= BLOCK_SIZE) {
+      this.addHash(0, sha256(data.subarray(off, off + BLOCK_SIZE)));
+      off += BLOCK_SIZE;
+    }
+    if (off < data.length) {
+      this.pending.set(data.subarray(off), 0);
+      this.pendingLen = data.length - off;
+    }
+    return this;
+  }
+
+  private addHash(level: number, hash: Buffer): void {
+    let l = this.levels[level];
+    if (!l) l = this.levels[level] = { buf: Buffer.alloc(BLOCK_SIZE), len: 0, count: 0 };
+    hash.copy(l.buf, l.len);
+    l.len += HASH_SIZE;
+    l.count++;
+    if (l.len === BLOCK_SIZE) {
+      this.addHash(level + 1, sha256(l.buf));
+      l.len = 0;
+    }
+  }
+
+  digest(): Buffer {
+    if (this.pendingLen > 0) {
+      this.pending.fill(0, this.pendingLen);
+      this.addHash(0, sha256(this.pending));
+      this.pendingLen = 0;
+    }
+    let root: Buffer;
+    if (this.size === 0) {
+      root = Buffer.alloc(HASH_SIZE);
+    } else {
+      // Close partial blocks bottom-up until one level holds a single hash: the root hash.
+      let level = 0;
+      for (;;) {
+        const l = this.levels[level];
+        if (l.count === 1 && !this.levels[level + 1]) {
+          root = Buffer.from(l.buf.subarray(0, HASH_SIZE));
+          break;
+        }
+        if (l.len > 0) {
+          l.buf.fill(0, l.len);
+          this.addHash(level + 1, sha256(l.buf));
+          l.len = 0;
+        }
+        level++;
+      }
+    }
+    return finalDigest(this.size, root);
+  }
+}
+
+function finalDigest(size: number, root: Buffer): Buffer {
+  const desc = Buffer.alloc(256);
+  desc[0] = 1; // version
+  desc[1] = 1; // hash algorithm: sha256
+  desc[2] = 12; // log2 block size
+  desc[3] = 0; // salt size
+  desc.writeBigUInt64LE(BigInt(size), 8);
+  root.copy(desc, 16);
+  return sha256(desc);
+}
+
+export function fsverityDigest(data: Uint8Array): Buffer {
+  return new FsVerityHasher().update(data).digest();
+}
