@@ -28,7 +28,6 @@ import {
   MAX_IMAGE_SIZE,
   MAX_INLINE_CONTENT,
   MAX_NAME_LEN,
-  MAX_XATTR_NAME_LEN,
   METACOPY_SIZE,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_PREFIX,
@@ -245,6 +244,7 @@ class Decoder {
     return this.r.bytes(start, blocks * BLOCK_SIZE, `nid ${ino.nid}: data blocks`);
   }
 
+  /** The inode's xattrs as stored: inline entries first, then shared ones. */
   readXattrs(ino: RawInode): Xattr[] {
     const r = this.r;
     const size = this.xattrAreaSize(ino);
@@ -256,25 +256,16 @@ class Decoder {
     const shared = r.u8(start + XATTR_IBODY_HEADER.off.sharedCount);
     let p = start + XATTR_IBODY_HEADER.SIZE + shared * 4;
     if (p > end) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${shared} shared xattr references do not fit the xattr area`, start);
-    let budget = 0;
-    const add = (at: number, key: string, value: Buffer): void => {
-      try {
-        budget = setXattr(list, key, value, budget, 0xffff);
-      } catch (e) {
-        if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${e.message}`, at);
-        throw e;
-      }
-    };
     while (p + XATTR_ENTRY.SIZE < end) {
       const e = this.readEntry(p, end, ino.nid);
-      add(p, e.key, e.value);
+      list.push({ key: e.key, value: e.value });
       p += e.size;
     }
     for (let i = 0; i < shared; i++) {
       const ref = r.u32(start + XATTR_IBODY_HEADER.SIZE + i * 4);
       const at = this.xattrStart + ref * 4;
       const e = this.readEntry(at, r.size, ino.nid);
-      add(at, e.key, e.value);
+      list.push({ key: e.key, value: e.value });
     }
     return list;
   }
@@ -294,7 +285,6 @@ class Decoder {
     if (index >= XATTR_PREFIX_OF_INDEX.length) throw this.err(ErrorCode.BadXattr, `nid ${nid}: unknown xattr name index ${index}`, p);
     const suffix = r.bytes(p + XATTR_ENTRY.SIZE, nameLen, 'xattr name');
     const key = XATTR_PREFIX_OF_INDEX[index] + cString(suffix);
-    if (key.length === 0 || key.length > MAX_XATTR_NAME_LEN) throw this.err(ErrorCode.BadXattr, `nid ${nid}: invalid xattr name length ${key.length}`, p);
     const value = Buffer.from(r.bytes(p + XATTR_ENTRY.SIZE + nameLen, valueSize, 'xattr value'));
     return { key, value, size };
   }
@@ -397,7 +387,13 @@ class Decoder {
       }
     }
 
-    const whiteout = applyOverlayXattrs(inode, raw);
+    let whiteout: boolean;
+    try {
+      whiteout = applyOverlayXattrs(inode, raw);
+    } catch (e) {
+      if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${nid}: ${e.message}`, ino.off);
+      throw e;
+    }
     return { inode, link: false, whiteout };
   }
 }

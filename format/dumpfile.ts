@@ -29,9 +29,6 @@ export interface ParseOptions {
   input?: string;
 }
 
-const SPACE = 0x20;
-const NL = 0x0a;
-const BACKSLASH = 0x5c;
 const U64_MAX = (1n << 64n) - 1n;
 const U16_MAX = 0xffff;
 
@@ -47,63 +44,78 @@ const fail = (msg: string): never => {
   throw new LineError(msg);
 };
 
-/** Undo the dump escapes of buf[start, end). */
-function unescape(buf: Buffer, start: number, end: number): Buffer {
-  if (buf.indexOf(BACKSLASH, start) === -1 || buf.indexOf(BACKSLASH, start) >= end) return buf.subarray(start, end);
-  const out = Buffer.allocUnsafe(end - start);
-  let o = 0;
-  let i = start;
+/** Undo the dump escapes of a field (byte string in, byte string out). */
+function unescape(s: string): string {
+  if (s.indexOf('\\') === -1) return s;
+  let out = '';
+  let i = 0;
+  const end = s.length;
   while (i < end) {
-    let c = buf[i++];
-    if (c === BACKSLASH) {
-      if (i >= end) fail('No character after escape');
-      c = buf[i++];
-      switch (c) {
-        case BACKSLASH:
-          out[o++] = BACKSLASH;
-          break;
-        case 0x6e: // n
-          out[o++] = 0x0a;
-          break;
-        case 0x72: // r
-          out[o++] = 0x0d;
-          break;
-        case 0x74: // t
-          out[o++] = 0x09;
-          break;
-        case 0x78: {
-          // x
-          if (i + 2 > end) fail('No hex characters after hex escape');
-          const h = hexValue(buf[i]);
-          const l = hexValue(buf[i + 1]);
-          if (h < 0 || l < 0) fail('Invalid hex characters after hex escape');
-          out[o++] = (h << 4) | l;
-          i += 2;
-          break;
-        }
-        default:
-          fail(`Unsupported escape type ${String.fromCharCode(c)}`);
+    const bs = s.indexOf('\\', i);
+    if (bs === -1) {
+      out += s.slice(i);
+      break;
+    }
+    out += s.slice(i, bs);
+    i = bs + 1;
+    if (i >= end) fail('No character after escape');
+    const c = s[i++];
+    switch (c) {
+      case '\\':
+        out += '\\';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'x': {
+        if (i + 2 > end) fail('No hex characters after hex escape');
+        const h = hexValue(s.charCodeAt(i));
+        const l = hexValue(s.charCodeAt(i + 1));
+        if (h < 0 || l < 0) fail('Invalid hex characters after hex escape');
+        out += String.fromCharCode((h << 4) | l);
+        i += 2;
+        break;
       }
-    } else {
-      out[o++] = c;
+      default:
+        fail(`Unsupported escape type ${c}`);
     }
   }
-  return out.subarray(0, o);
+  return out;
 }
 
 /** C string semantics: the value ends at the first NUL. */
-function cString(b: Buffer): string {
-  const z = b.indexOf(0);
-  return (z === -1 ? b : b.subarray(0, z)).toString('latin1');
+function cString(s: string): string {
+  const z = s.indexOf('\0');
+  return z === -1 ? s : s.slice(0, z);
 }
 
-const isDash = (buf: Buffer, s: number, e: number): boolean => e - s === 1 && buf[s] === 0x2d;
+const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-/** strtoull: leading space, optional sign, digits, nothing after; saturates on overflow. */
-function parseU64(buf: Buffer, s: number, e: number, base: 8 | 10): bigint {
-  const text = buf.toString('latin1', s, e);
+/**
+ * strtoull: optional leading white space and sign, digits, nothing after; saturates on
+ * overflow. Returns a number when the value is below 2^53, else a bigint.
+ */
+function parseU64(text: string, base: 8 | 10): number | bigint {
+  const len = text.length;
+  // fast path: plain digits that fit exactly in a double
+  if (len > 0 && len <= (base === 10 ? 15 : 17)) {
+    let v = 0;
+    let i = 0;
+    for (; i < len; i++) {
+      const d = text.charCodeAt(i) - 0x30;
+      if (d < 0 || d >= base) break;
+      v = v * base + d;
+    }
+    if (i === len) return v;
+  }
   let i = 0;
-  while (i < text.length && (text[i] === ' ' || (text.charCodeAt(i) >= 9 && text.charCodeAt(i) <= 13))) i++;
+  while (i < len && (text[i] === ' ' || (text.charCodeAt(i) >= 9 && text.charCodeAt(i) <= 13))) i++;
   let neg = false;
   if (text[i] === '+' || text[i] === '-') {
     neg = text[i] === '-';
@@ -113,11 +125,13 @@ function parseU64(buf: Buffer, s: number, e: number, base: 8 | 10): bigint {
   const re = base === 8 ? /^[0-7]+$/ : /^[0-9]+$/;
   if (!re.test(digits)) fail(`Invalid integer ${text}`);
   let v = base === 8 ? BigInt('0o' + digits) : BigInt(digits);
-  if (v > U64_MAX) return U64_MAX;
-  if (neg) v = (-v) & U64_MAX;
-  return v;
+  if (v > U64_MAX) v = U64_MAX;
+  else if (neg) v = -v & U64_MAX;
+  return v < 2n ** 53n ? Number(v) : v;
 }
-const u32 = (v: bigint): number => Number(v & 0xffffffffn);
+/** Truncate to u32, as the library's u32 fields do. */
+const u32 = (v: number | bigint): number => (typeof v === 'number' ? v >>> 0 : Number(v & 0xffffffffn));
+const isZero = (v: number | bigint): boolean => v === 0 || v === 0n;
 
 /** Per-inode xattr budget as mkcomposefs accounts it (12-byte header + 7 + key + value each). */
 export function xattrBudget(xattrs: readonly Xattr[]): number {
@@ -157,12 +171,21 @@ interface LinkFixup {
 
 interface ParseState {
   root: Inode | null;
+  /** Directories by normalized path ("" is the root), for finding parents. */
+  dirs: Map<string, Inode>;
   fixups: LinkFixup[];
   linkOf: Map<Dirent, Dirent | Inode>;
   strict: boolean;
 }
 
 const FIELD_COUNT = 11;
+
+/** Path components as mkcomposefs's lookup walks them: empty components are skipped. */
+function normalize(path: string): string {
+  if (path.startsWith('/') && !path.includes('//') && !path.endsWith('/')) return path;
+  const parts = path.split('/').filter((p) => p !== '');
+  return parts.length ? '/' + parts.join('/') : '';
+}
 
 function lookupPath(root: Inode, path: string): Dirent | Inode | null {
   let node: Inode = root;
@@ -173,33 +196,34 @@ function lookupPath(root: Inode, path: string): Dirent | Inode | null {
     const i = findChild(node.children, part);
     if (i < 0) return null;
     found = node.children[i];
+    if ((found as Dirent).link) return null; // a link has no children until it is resolved
     node = found.inode;
   }
   return found;
 }
 
-function parseLine(st: ParseState, buf: Buffer, start: number, end: number): void {
-  const nul = buf.indexOf(0, start);
-  if (nul !== -1 && nul < end) fail(`Invalid embedded NUL character at position ${nul - start}`);
+const fields = new Array<string>(FIELD_COUNT);
 
-  const fs = new Array<number>(FIELD_COUNT);
-  const fe = new Array<number>(FIELD_COUNT);
-  let p = start;
+function parseLine(st: ParseState, line: string): void {
+  if (line.indexOf('\0') !== -1) fail(`Invalid embedded NUL character at position ${line.indexOf('\0')}`);
+
+  let p = 0;
+  let restStart = line.length;
   for (let i = 0; i < FIELD_COUNT; i++) {
-    let sp = buf.indexOf(SPACE, p);
-    if (sp === -1 || sp >= end) sp = end;
-    fs[i] = p;
-    fe[i] = sp;
-    p = sp < end ? sp + 1 : end;
+    let sp = line.indexOf(' ', p);
+    if (sp === -1) sp = line.length;
+    fields[i] = line.slice(p, sp);
+    p = sp < line.length ? sp + 1 : line.length;
+    if (i === FIELD_COUNT - 1) restStart = p;
   }
 
-  const path = cString(unescape(buf, fs[0], fe[0]));
+  const path = cString(unescape(fields[0]));
   if (path.length === 0) fail('Invalid empty path');
 
-  let modeStart = fs[2];
-  const isLink = fe[2] > modeStart && buf[modeStart] === 0x40; // '@'
-  if (isLink) modeStart++;
-  const mode = u32(parseU64(buf, modeStart, fe[2], 8));
+  let modeText = fields[2];
+  const isLink = modeText.charCodeAt(0) === 0x40; // '@'
+  if (isLink) modeText = modeText.slice(1);
+  const mode = u32(parseU64(modeText, 8));
   if (!isValidModeType(mode)) fail(`Invalid mode ${mode.toString(8)}`);
   const type = mode & S_IFMT;
 
@@ -210,58 +234,62 @@ function parseLine(st: ParseState, buf: Buffer, start: number, end: number): voi
     if (type !== S_IFDIR) fail('Root must be a directory');
     if (st.root) fail("Can't have multiple roots");
     st.root = inode;
+    st.dirs.set('', inode);
   } else {
     if (!st.root) fail('Root node not present');
-    const slash = path.lastIndexOf('/');
-    const name = path.slice(slash + 1);
-    const parent = slash <= 0 ? st.root : lookupPath(st.root!, path.slice(0, slash));
-    if (!parent) fail(`Parent directory missing for ${path}`);
-    const parentInode = 'inode' in parent! ? parent.inode : parent!;
-    if ((parentInode.mode & S_IFMT) !== S_IFDIR || ('link' in parent! && parent.link)) {
+    const norm = normalize(path);
+    const slash = norm.lastIndexOf('/');
+    const name = path.endsWith('/') ? '' : norm.slice(slash + 1);
+    const parentPath = norm.slice(0, Math.max(slash, 0));
+    let parent = st.dirs.get(parentPath);
+    if (!parent) {
+      const found = lookupPath(st.root!, parentPath);
+      if (!found) fail(`Parent directory missing for ${path}`);
       fail(`Parent must be a directory for ${path}`);
     }
     if (name === '.' || name === '..') fail(`Invalid . or .. in path: ${path}`);
     if (name.length === 0 || name.length > MAX_NAME_LEN) fail("Can't add child");
     dirent = { name, inode, link: isLink };
-    if (!addChild(parentInode, dirent)) fail(`Path ${path} already exist`);
+    if (!addChild(parent!, dirent)) fail(`Path ${path} already exist`);
+    if (type === S_IFDIR && !isLink) st.dirs.set(parentPath + '/' + name, inode);
   }
 
   if (isLink) {
     if (type === S_IFDIR) fail("Directories can't be hardlinked");
-    const target = isDash(buf, fs[8], fe[8]) ? null : cString(unescape(buf, fs[8], fe[8]));
+    const target = fields[8] === '-' ? null : cString(unescape(fields[8]));
     st.fixups.push({ dirent: dirent!, target });
     return;
   }
 
-  const size = parseU64(buf, fs[1], fe[1], 10);
-  const nlink = parseU64(buf, fs[3], fe[3], 10);
-  const uid = parseU64(buf, fs[4], fe[4], 10);
+  const size = parseU64(fields[1], 10);
+  const nlink = parseU64(fields[3], 10);
+  const uid = parseU64(fields[4], 10);
   // mkcomposefs only reports bad GID/RDEV fields when UID is 0; otherwise they read as 0.
-  const lenient = (s: number, e: number): bigint => {
+  const lenient = (text: string): number | bigint => {
     try {
-      return parseU64(buf, s, e, 10);
+      return parseU64(text, 10);
     } catch (err) {
-      if (uid === 0n) throw err;
-      return 0n;
+      if (isZero(uid)) throw err;
+      return 0;
     }
   };
-  const gid = lenient(fs[5], fe[5]);
-  const rdev = lenient(fs[6], fe[6]);
+  const gid = lenient(fields[5]);
+  const rdev = lenient(fields[6]);
 
   // MTIME is SEC.NSEC
-  let dot = buf.indexOf(0x2e, fs[7]);
-  if (dot === -1 || dot >= fe[7]) dot = fe[7];
-  const sec = parseU64(buf, fs[7], dot, 10);
-  const nsec = parseU64(buf, dot < fe[7] ? dot + 1 : fe[7], fe[7], 10);
+  const mt = fields[7];
+  const dot = mt.indexOf('.');
+  const sec = parseU64(dot === -1 ? mt : mt.slice(0, dot), 10);
+  const nsec = parseU64(dot === -1 ? '' : mt.slice(dot + 1), 10);
 
-  const payload = isDash(buf, fs[8], fe[8]) ? null : cString(unescape(buf, fs[8], fe[8]));
-  const content = isDash(buf, fs[9], fe[9]) ? null : unescape(buf, fs[9], fe[9]);
-  if (content && BigInt(content.length) !== size) {
+  const payload = fields[8] === '-' ? null : cString(unescape(fields[8]));
+  const content = fields[9] === '-' ? null : unescape(fields[9]);
+  if (content !== null && content.length !== Number(size)) {
     fail(`Invalid content size ${content.length}, must match size ${size}`);
   }
   let digest: Buffer | null = null;
-  if (!isDash(buf, fs[10], fe[10])) {
-    const hex = unescape(buf, fs[10], fe[10]).toString('latin1');
+  if (fields[10] !== '-') {
+    const hex = unescape(fields[10]);
     if (hex.length > 0 || st.strict) {
       if (!/^[0-9a-fA-F]{64}$/.test(hex)) fail(`Invalid digest ${hex}: must be ${DIGEST_SIZE * 2} hex characters`);
       digest = Buffer.from(hex, 'hex');
@@ -272,8 +300,8 @@ function parseLine(st: ParseState, buf: Buffer, start: number, end: number): voi
   inode.uid = u32(uid);
   inode.gid = u32(gid);
   if (type === S_IFCHR || type === S_IFBLK) inode.rdev = u32(rdev);
-  else if (st.strict && rdev !== 0n) fail('Non-zero devnum on non-device');
-  inode.mtimeSec = BigInt.asIntN(64, sec);
+  else if (st.strict && !isZero(rdev)) fail('Non-zero devnum on non-device');
+  inode.mtimeSec = typeof sec === 'number' ? BigInt(sec) : BigInt.asIntN(64, sec);
   inode.mtimeNsec = u32(nsec);
 
   if (type === S_IFLNK) {
@@ -282,37 +310,38 @@ function parseLine(st: ParseState, buf: Buffer, start: number, end: number): voi
     inode.payload = payload;
     inode.size = payload!.length;
     if (st.strict) {
-      if (size !== BigInt(payload!.length)) {
+      if (Number(size) !== payload!.length) {
         fail(`Invalid symlink size ${payload!.length}, must match size ${size}`);
       }
-      if (content && content.length > 0) fail('Symlink cannot have content');
+      if (content) fail('Symlink cannot have content');
     }
   } else {
-    if (type === S_IFREG && !content && size > BigInt(MAX_FILE_SIZE)) fail(`File too large: ${size} bytes`);
+    if (type === S_IFREG && content === null && typeof size === 'bigint' && size > BigInt(MAX_FILE_SIZE)) {
+      fail(`File too large: ${size} bytes`);
+    }
     inode.size = Number(size);
     if (payload !== null && payload.length >= PATH_MAX) fail('Invalid payload');
     inode.payload = payload;
-    if (content) {
+    if (content !== null) {
       if (content.length > MAX_INLINE_CONTENT) {
         fail(`Inline content size ${content.length} exceeds maximum ${MAX_INLINE_CONTENT}`);
       }
-      inode.content = content.length > 0 ? Buffer.from(content) : null;
+      inode.content = content.length > 0 ? bytes(content) : null;
       inode.size = content.length;
     }
   }
   inode.digest = digest;
 
-  const restStart = fs[10] === end ? end : Math.min(fe[10] + 1, end);
-  if (end - restStart > U16_MAX) fail('Too many xattrs');
+  if (line.length - restStart > U16_MAX) fail('Too many xattrs');
   let budget = 0;
   let q = restStart;
-  while (q < end) {
-    let sp = buf.indexOf(SPACE, q);
-    if (sp === -1 || sp >= end) sp = end;
-    let eq = buf.indexOf(0x3d, q);
+  while (q < line.length) {
+    let sp = line.indexOf(' ', q);
+    if (sp === -1) sp = line.length;
+    const eq = line.indexOf('=', q);
     if (eq === -1 || eq >= sp) fail('Missing = in xattr');
-    const key = cString(unescape(buf, q, eq));
-    const value = Buffer.from(unescape(buf, eq + 1, sp));
+    const key = cString(unescape(line.slice(q, eq)));
+    const value = bytes(unescape(line.slice(eq + 1, sp)));
     try {
       budget = setXattr(inode.xattrs, key, value, budget);
     } catch (e) {
@@ -329,7 +358,7 @@ function resolveLinks(st: ParseState): void {
   for (let i = st.fixups.length - 1; i >= 0; i--) {
     const f = st.fixups[i];
     if (f.target === null) fail('No target path for the hardlink');
-    const target = lookupPath(root, f.target!);
+    const target = lookupLinkTarget(root, f.target!);
     if (!target) fail(`No target at ${f.target} for hardlink`);
     if (target === f.dirent) fail(`Self-referential hardlink ${f.target}`);
     st.linkOf.set(f.dirent, target!);
@@ -348,21 +377,34 @@ function resolveLinks(st: ParseState): void {
   }
 }
 
+/** The entry a hardlink names: any entry, including another hardlink. */
+function lookupLinkTarget(root: Inode, path: string): Dirent | Inode | null {
+  const norm = normalize(path);
+  if (norm === '') return root;
+  const slash = norm.lastIndexOf('/');
+  const parent = lookupPath(root, norm.slice(0, slash));
+  if (!parent) return null;
+  const dir = 'inode' in parent ? parent.inode : parent;
+  if (!dir.children) return null;
+  const i = findChild(dir.children, norm.slice(slash + 1));
+  return i < 0 ? null : dir.children[i];
+}
+
 /** Parse composefs-dump text into a tree. Throws CfsError naming the input and line. */
 export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
-  const st: ParseState = { root: null, fixups: [], linkOf: new Map(), strict: !!opts.strict };
+  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict };
   let lineNo = 0;
   let pos = 0;
   const len = text.length;
   try {
     while (pos < len) {
       lineNo++;
-      let nl = text.indexOf(NL, pos);
+      let nl = text.indexOf(0x0a, pos);
       if (nl === -1) {
         if (st.strict) throw new LineError('Missing trailing newline');
         nl = len;
       }
-      parseLine(st, text, pos, nl);
+      parseLine(st, text.toString('latin1', pos, nl));
       pos = nl + 1;
     }
     lineNo = 0;

@@ -312,42 +312,47 @@ const entrySize = (x: Xattr): number => {
 
 const cmpKey = (a: Xattr, b: Xattr): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
-interface SharedTable {
-  entries: Xattr[];
-  size: number;
-  /** key\0value(latin1) → offset in the table; only shared pairs. */
-  offsets: Map<string, number>;
+interface PairCount {
+  x: Xattr;
+  count: number;
+  /** Offset in the shared table, or -1 when not shared. */
+  offset: number;
 }
 
-function pairKey(x: Xattr): string {
-  return x.key + '\0' + x.value.toString('latin1');
-}
-
-function computeShared(nodes: ENode[]): SharedTable {
-  const counts = new Map<string, { x: Xattr; count: number }>();
-  for (const n of nodes) {
-    for (const x of n.xattrs) {
-      const k = pairKey(x);
-      const e = counts.get(k);
+/**
+ * Count each exact (key, value) pair over all inodes; pairs used by two or more are shared.
+ * Returns the shared entries in table order and, per node, each xattr's pair.
+ */
+function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: PairCount[][] } {
+  const counts = new Map<string, PairCount>();
+  const pairs: PairCount[][] = new Array(nodes.length);
+  for (let i = 0; i < nodes.length; i++) {
+    const xs = nodes[i].xattrs;
+    const list: PairCount[] = new Array(xs.length);
+    for (let j = 0; j < xs.length; j++) {
+      const x = xs[j];
+      const k = x.key + '\0' + x.value.toString('latin1');
+      let e = counts.get(k);
       if (e) e.count++;
-      else counts.set(k, { x, count: 1 });
+      else counts.set(k, (e = { x, count: 1, offset: -1 }));
+      list[j] = e;
     }
+    pairs[i] = list;
   }
-  const shared: Xattr[] = [];
-  for (const e of counts.values()) if (e.count > 1) shared.push(e.x);
+  const shared: PairCount[] = [];
+  for (const e of counts.values()) if (e.count > 1) shared.push(e);
   // key descending, then value length descending, then value bytes descending
   shared.sort((a, b) => {
-    if (a.key !== b.key) return a.key < b.key ? 1 : -1;
-    if (a.value.length !== b.value.length) return b.value.length - a.value.length;
-    return Buffer.compare(b.value, a.value);
+    if (a.x.key !== b.x.key) return a.x.key < b.x.key ? 1 : -1;
+    if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
+    return Buffer.compare(b.x.value, a.x.value);
   });
-  const offsets = new Map<string, number>();
   let off = 0;
-  for (const x of shared) {
-    offsets.set(pairKey(x), off);
-    off += entrySize(x);
+  for (const e of shared) {
+    e.offset = off;
+    off += entrySize(e.x);
   }
-  return { entries: shared, size: off, offsets };
+  return { entries: shared.map((e) => e.x), size: off, pairs };
 }
 
 function dirLayout(n: ENode): void {
@@ -415,11 +420,19 @@ function tailPadding(n: ENode, pos: number, isize: number): number {
   return 0;
 }
 
-function xattrFilter(n: ENode): number {
+/** The bloom filter bit of an xattr name. */
+function filterBit(key: string): number {
+  const { index, suffix } = xattrPrefix(key);
+  return 1 << (xxh32(Buffer.from(suffix, 'latin1'), (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
+}
+
+/** Inverted bloom filter of the inode's xattr names (bit set = name absent). */
+function xattrFilter(n: ENode, bitCache: Map<string, number>): number {
   let bits = 0;
   for (const x of n.xattrs) {
-    const { index, suffix } = xattrPrefix(x.key);
-    bits |= 1 << (xxh32(Buffer.from(suffix, 'latin1'), (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
+    let bit = bitCache.get(x.key);
+    if (bit === undefined) bitCache.set(x.key, (bit = filterBit(x.key)));
+    bits |= bit;
   }
   return ~bits >>> 0;
 }
@@ -482,14 +495,16 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
 
   // Shared xattrs, then each inode's references (at most 128, in key order).
   const shared = computeShared(nodes);
-  for (const n of nodes) {
+  for (let ni = 0; ni < nodes.length; ni++) {
+    const n = nodes[ni];
     if (n.xattrs.length === 0) continue;
+    const pairs = shared.pairs[ni];
     const offs = new Int32Array(n.xattrs.length);
     let nShared = 0;
     let inlineSize = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
-      const off = shared.offsets.get(pairKey(n.xattrs[i]));
-      if (off !== undefined && nShared < MAX_SHARED_XATTRS_PER_INODE) {
+      const off = pairs[i].offset;
+      if (off >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) {
         offs[i] = off;
         nShared++;
       } else {
@@ -556,7 +571,8 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
   img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  for (const n of nodes) writeInode(img, n, sharedBase);
+  const bitCache = new Map<string, number>();
+  for (const n of nodes) writeInode(img, n, sharedBase, bitCache);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x);
   for (const n of nodes) writeData(img, n);
@@ -613,7 +629,7 @@ function dirChunks(n: ENode): { blocks: [number, number][]; tail: [number, numbe
   return { blocks, tail: used > 0 ? [first, entries.length] : null };
 }
 
-function writeInode(img: Buffer, n: ENode, sharedBase: number): void {
+function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<string, number>): void {
   const type = typeOf(n);
   let pos = n.nid * SLOT_SIZE;
   let layout: number = n.tail > 0 ? DataLayout.FlatInline : DataLayout.FlatPlain;
@@ -668,7 +684,7 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number): void {
   }
   if (n.xattrSize > 0) {
     const X = XATTR_IBODY_HEADER.off;
-    img.writeUInt32LE(xattrFilter(n), pos + X.nameFilter);
+    img.writeUInt32LE(xattrFilter(n, bitCache), pos + X.nameFilter);
     img[pos + X.sharedCount] = n.nShared;
     let p = pos + XATTR_IBODY_HEADER.SIZE;
     const offs = n.sharedOff!;

@@ -1,0 +1,141 @@
+/** What every command-line tool shares: exit codes, error reporting, input, atomic output. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CfsError, ErrorCode, isCfsError } from '../format/errors.js';
+
+export const ExitCode = {
+  Ok: 0,
+  /** Failure or bad input; no output written. */
+  Failure: 1,
+  /** Bad command line. */
+  Usage: 2,
+} as const;
+
+export class UsageError extends Error {}
+
+const debug = (): boolean => !!process.env.CFS_DEBUG;
+
+/** Run a CLI main: one line on stderr for expected errors, a stack only with CFS_DEBUG=1. */
+export async function runMain(tool: string, main: () => Promise<number | void>): Promise<void> {
+  let code: number;
+  try {
+    code = (await main()) ?? ExitCode.Ok;
+  } catch (e) {
+    code = reportError(tool, e);
+  }
+  process.exitCode = code;
+}
+
+export function reportError(tool: string, e: unknown): number {
+  if (e instanceof UsageError) {
+    process.stderr.write(`${tool}: ${e.message}\nTry '${tool} --help'.\n`);
+    return ExitCode.Usage;
+  }
+  if (isCfsError(e)) {
+    process.stderr.write(`${tool}: ${e.describe()}\n`);
+    if (debug()) process.stderr.write(`${e.stack}\n`);
+    return e.code === ErrorCode.Usage ? ExitCode.Usage : ExitCode.Failure;
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (err && typeof err.code === 'string' && err.syscall) {
+    const where = err.path ? `${err.path}: ` : '';
+    process.stderr.write(`${tool}: ${where}${describeErrno(err)}\n`);
+    if (debug()) process.stderr.write(`${err.stack}\n`);
+    return ExitCode.Failure;
+  }
+  process.stderr.write(`${tool}: internal error: ${(err as Error)?.stack ?? String(e)}\n`);
+  return ExitCode.Failure;
+}
+
+function describeErrno(err: NodeJS.ErrnoException): string {
+  const msg = err.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
+  return `${msg} (${err.code})`;
+}
+
+/** Read a whole input file, or stdin for `-`, refusing files larger than `limit`. */
+export async function readInput(file: string, limit: number): Promise<Buffer> {
+  if (file === '-') {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of process.stdin) {
+      total += (chunk as Buffer).length;
+      if (total > limit) throw new CfsError(ErrorCode.TooLarge, `input larger than ${limit} bytes`, { input: 'stdin' });
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks);
+  }
+  const st = fs.statSync(file);
+  if (st.isDirectory()) throw new CfsError(ErrorCode.Io, 'is a directory', { input: file });
+  if (st.size > limit) throw new CfsError(ErrorCode.TooLarge, `file of ${st.size} bytes exceeds the ${limit}-byte limit`, { input: file });
+  return fs.readFileSync(file);
+}
+
+/**
+ * Write `data` to `dest` atomically: a temp file in the same directory, fsync, rename. On any
+ * failure the temp file is removed and `dest` is untouched.
+ */
+export function writeFileAtomic(dest: string, data: Uint8Array, mode = 0o644): void {
+  const dir = path.dirname(path.resolve(dest));
+  const tmp = path.join(dir, `.${path.basename(dest)}.tmp-${process.pid}-${Date.now().toString(36)}`);
+  let fd = -1;
+  try {
+    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+    let off = 0;
+    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = -1;
+    fs.renameSync(tmp, dest);
+  } catch (e) {
+    if (fd >= 0) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Write binary output to stdout, refusing a terminal. */
+export async function writeStdout(data: Uint8Array, what = 'image'): Promise<void> {
+  if (process.stdout.isTTY) throw new UsageError(`refusing to write the ${what} to a terminal: give an output file or redirect stdout`);
+  await writeAll(process.stdout, data);
+}
+
+export function writeAll(stream: NodeJS.WritableStream, data: Uint8Array | string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    stream.once('error', onError);
+    stream.write(data, (e) => {
+      stream.removeListener('error', onError);
+      if (e) reject(e);
+      else resolve();
+    });
+  });
+}
+
+/** Buffered text output to stdout; flushes in large chunks. */
+export class TextOut {
+  private parts: string[] = [];
+  private size = 0;
+  constructor(private readonly stream: NodeJS.WritableStream = process.stdout) {}
+  write = (s: string): void => {
+    this.parts.push(s);
+    this.size += s.length;
+  };
+  async flushIfLarge(): Promise<void> {
+    if (this.size > 1 << 20) await this.flush();
+  }
+  async flush(): Promise<void> {
+    if (this.parts.length === 0) return;
+    const data = Buffer.from(this.parts.join(''), 'latin1');
+    this.parts = [];
+    this.size = 0;
+    await writeAll(this.stream, data);
+  }
+}
+
+/** Parse a non-negative integer option. */
+export function intOption(name: string, value: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  if (!/^\d+$/.test(value)) throw new UsageError(`invalid ${name}: ${JSON.stringify(value)} (expected a number)`);
+  const n = Number(value);
+  if (n < min || n > max) throw new UsageError(`invalid ${name}: ${n} (expected ${min}..${max})`);
+  return n;
+}
