@@ -7,7 +7,7 @@
 
 export interface Field {
   readonly offset: number;
-  readonly width: 1 | 2 | 4 | 8 | 16;
+  readonly width: number;
 }
 export interface Struct<F extends string> {
   readonly name: string;
@@ -27,6 +27,7 @@ const u16 = (offset: number): Field => ({ offset, width: 2 });
 const u32 = (offset: number): Field => ({ offset, width: 4 });
 const u64 = (offset: number): Field => ({ offset, width: 8 });
 const b16 = (offset: number): Field => ({ offset, width: 16 });
+const bytes = (offset: number, width: number): Field => ({ offset, width });
 
 export const BLOCK_SIZE = 4096;
 export const BLOCK_BITS = 12;
@@ -72,8 +73,7 @@ export const SUPERBLOCK = defineStruct('superblock', 128, {
   xattrPrefixStart: u32(92), // 0
   packedNid: u64(96), //      0
   xattrFilterReserved: u8(104), // 0
-  reserved: b16(105), //      zero (23 bytes up to 128; the rest is covered by `tail`)
-  tail: { offset: 121, width: 1 } as Field, // rest of the reserved bytes: 121..127 are zero
+  reserved: bytes(105, 23), // zero
 });
 export const EROFS_SUPER_MAGIC = 0xe0f5e1e2;
 export const FEATURE_COMPAT_MTIME = 0x2;
@@ -123,9 +123,7 @@ export const INODE_EXTENDED = defineStruct('extended inode', 64, {
 export const XATTR_IBODY_HEADER = defineStruct('xattr ibody header', 12, {
   nameFilter: u32(0), //  bloom filter of names, inverted: bit set = name definitely absent
   sharedCount: u8(4), //  number of u32 shared xattr references that follow
-  reserved: { offset: 5, width: 1 } as Field, // 7 zero bytes (5..11)
-  reserved2: { offset: 6, width: 2 } as Field,
-  reserved3: u32(8),
+  reserved: bytes(5, 7), //   zero
 });
 
 /** An xattr entry, followed by name suffix and value, padded to 4 bytes. */
