@@ -17,6 +17,12 @@ const debug = (): boolean => !!process.env.CFS_DEBUG;
 
 /** Run a CLI main: one line on stderr for expected errors, a stack only with CFS_DEBUG=1. */
 export async function runMain(tool: string, main: () => Promise<number | void>): Promise<void> {
+  // A closed pipe (`cfs-dump img | head`) ends the output quietly, as for C tools.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(ExitCode.Ok);
+    process.stderr.write(`${tool}: writing output: ${e.message}\n`);
+    process.exit(ExitCode.Failure);
+  });
   let code: number;
   try {
     code = (await main()) ?? ExitCode.Ok;
@@ -111,24 +117,21 @@ export function writeAll(stream: NodeJS.WritableStream, data: Uint8Array | strin
   });
 }
 
-/** Buffered text output to stdout; flushes in large chunks. */
+/** Buffered output of latin1 byte strings to stdout, written in chunks of 64 KiB or more. */
 export class TextOut {
-  private parts: string[] = [];
-  private size = 0;
+  private pending = '';
   constructor(private readonly stream: NodeJS.WritableStream = process.stdout) {}
   write = (s: string): void => {
-    this.parts.push(s);
-    this.size += s.length;
+    this.pending += s;
+    if (this.pending.length >= 1 << 16) {
+      this.stream.write(this.pending, 'latin1');
+      this.pending = '';
+    }
   };
-  async flushIfLarge(): Promise<void> {
-    if (this.size > 1 << 20) await this.flush();
-  }
   async flush(): Promise<void> {
-    if (this.parts.length === 0) return;
-    const data = Buffer.from(this.parts.join(''), 'latin1');
-    this.parts = [];
-    this.size = 0;
-    await writeAll(this.stream, data);
+    const rest = this.pending;
+    this.pending = '';
+    await writeAll(this.stream, Buffer.from(rest, 'latin1'));
   }
 }
 

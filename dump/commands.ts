@@ -96,13 +96,13 @@ export function printJson(root: Inode, out: Out): void {
     o.mtime = { sec: inode.mtimeSec.toString(), nsec: inode.mtimeNsec };
     if ((inode.mode & S_IFMT) === S_IFLNK) bytesField(o, 'target', inode.payload);
     else bytesField(o, 'payload', inode.payload);
-    if (inode.content) o.contentBase64 = inode.content.toString('base64');
-    if (inode.digest) o.digest = inode.digest.toString('hex');
+    if (inode.content !== null) o.contentBase64 = Buffer.from(inode.content, 'latin1').toString('base64');
+    if (inode.digest !== null) o.digest = inode.digest;
     if (inode.xattrs.length) {
       o.xattrs = inode.xattrs.map((x) => {
         const e: Record<string, unknown> = {};
         bytesField(e, 'name', x.key);
-        e.valueBase64 = x.value.toString('base64');
+        e.valueBase64 = Buffer.from(x.value, 'latin1').toString('base64');
         return e;
       });
     }

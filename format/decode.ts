@@ -54,6 +54,7 @@ import {
   isValidModeType,
 } from './layout.js';
 import { type Dirent, type Inode, type Xattr, addChild, newInode } from './tree.js';
+import { readLatin1 } from './bytes.js';
 
 export interface DecodeOptions {
   /** Name of the input, for error messages. */
@@ -78,8 +79,6 @@ export interface DecodedImage {
   buildTimeNsec: number;
   /** Number of inodes the superblock declares. */
   inodeCount: bigint;
-  /** Inodes in nid order (the image's breadth-first order), for 'image' ownership. */
-  nids: Map<Inode, number>;
 }
 
 class Reader {
@@ -137,11 +136,19 @@ interface RawInode {
 }
 
 const typeOf = (mode: number): number => mode & S_IFMT;
+/** Names the decoder compares against: interned as these very strings. */
+const KNOWN_KEYS = [XATTR_REDIRECT, XATTR_METACOPY, XATTR_ESCAPED_WHITEOUT, XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUT, XATTR_USER_WHITEOUTS];
+/** readXattrs result bits. */
+const WHITEOUT = 1;
+const MARKERS = 2;
+/** The directory whiteouts marker as it reads back after unescaping. */
+const XATTR_ESCAPED_WHITEOUTS_UNESCAPED = OVERLAY_PREFIX + XATTR_ESCAPED_WHITEOUTS.slice(OVERLAY_ESCAPED_PREFIX.length);
 
-function cString(b: Buffer): string {
-  const z = b.indexOf(0);
-  return (z === -1 ? b : b.subarray(0, z)).toString('latin1');
+function cStr(s: string): string {
+  const z = s.indexOf('\0');
+  return z === -1 ? s : s.slice(0, z);
 }
+
 
 class Decoder {
   readonly r: Reader;
@@ -150,15 +157,49 @@ class Decoder {
   buildTimeSec = 0n;
   buildTimeNsec = 0;
   /** nid → inode, for hardlinks; directories are recorded to reject cycles. */
-  readonly byNid = new Map<number, Inode>();
-  readonly nids = new Map<Inode, number>();
+  readonly byNid: (Inode | undefined)[];
+  /** inode → nid, only kept for 'image' ownership. */
+  readonly nids: Map<Inode, number> | null;
 
-  constructor(buf: Buffer, input: string | undefined) {
+  constructor(buf: Buffer, input: string | undefined, keepNids: boolean) {
     this.r = new Reader(buf, input);
+    this.byNid = new Array(Math.ceil(buf.length / SLOT_SIZE));
+    this.nids = keepNids ? new Map() : null;
   }
 
   err(code: ErrorCode, msg: string, offset?: number): CfsError {
     return this.r.error(code, msg, offset);
+  }
+
+  private lastLo = -1;
+  private lastHi = -1;
+  private lastS64 = 0n;
+  /** A signed 64-bit field; inodes mostly share a few mtimes, so the last value is reused. */
+  readS64(at: number): bigint {
+    const lo = this.r.buf.readUInt32LE(at);
+    const hi = this.r.buf.readUInt32LE(at + 4);
+    if (lo !== this.lastLo || hi !== this.lastHi) {
+      this.lastLo = lo;
+      this.lastHi = hi;
+      this.lastS64 = BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo));
+    }
+    return this.lastS64;
+  }
+
+  /** Full xattr names by prefix index and stored suffix, so each distinct name is built once. */
+  private readonly keys: Map<string, string>[] = XATTR_PREFIX_OF_INDEX.map((prefix) => {
+    const m = new Map<string, string>();
+    for (const k of KNOWN_KEYS) if (prefix && k.startsWith(prefix)) m.set(k.slice(prefix.length), k);
+    return m;
+  });
+  internKey(index: number, suffix: string): string {
+    const m = this.keys[index];
+    let key = m.get(suffix);
+    if (key === undefined) {
+      key = XATTR_PREFIX_OF_INDEX[index] + cStr(suffix);
+      m.set(suffix, key);
+    }
+    return key;
   }
 
   readInode(nid: number): RawInode {
@@ -170,41 +211,44 @@ class Decoder {
     const extended = (format & INODE_FORMAT_EXTENDED) !== 0;
     const layout = (format >> DATALAYOUT_SHIFT) & DATALAYOUT_MASK;
     if (format >> 4 !== 0) throw this.err(ErrorCode.Unsupported, `nid ${nid}: unknown inode format bits 0x${format.toString(16)}`, off);
+    // The whole inode is checked against the image once; its fields are then read directly.
+    const buf = r.buf;
     let ino: RawInode;
     if (extended) {
       const I = INODE_EXTENDED.off;
       r.check(off, INODE_EXTENDED.SIZE, `nid ${nid}: extended inode`);
-      const size = r.u64(off + I.size);
-      if (size > BigInt(MAX_FILE_SIZE)) throw this.err(ErrorCode.BadInode, `nid ${nid}: size ${size} is implausible`, off);
+      const sizeHi = buf.readUInt32LE(off + I.size + 4);
+      const size = sizeHi * 2 ** 32 + buf.readUInt32LE(off + I.size);
+      if (size > MAX_FILE_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: size ${buf.readBigUInt64LE(off + I.size)} is implausible`, off);
       ino = {
         nid,
         off,
-        mode: r.u16(off + I.mode),
+        mode: buf.readUInt16LE(off + I.mode),
         layout,
-        size: Number(size),
-        u: r.u32(off + I.u),
-        xattrIcount: r.u16(off + I.xattrIcount),
+        size,
+        u: buf.readUInt32LE(off + I.u),
+        xattrIcount: buf.readUInt16LE(off + I.xattrIcount),
         isize: INODE_EXTENDED.SIZE,
-        nlink: r.u32(off + I.nlink),
-        uid: r.u32(off + I.uid),
-        gid: r.u32(off + I.gid),
-        mtimeSec: BigInt.asIntN(64, r.u64(off + I.mtime)),
-        mtimeNsec: r.u32(off + I.mtimeNsec),
+        nlink: buf.readUInt32LE(off + I.nlink),
+        uid: buf.readUInt32LE(off + I.uid),
+        gid: buf.readUInt32LE(off + I.gid),
+        mtimeSec: this.readS64(off + I.mtime),
+        mtimeNsec: buf.readUInt32LE(off + I.mtimeNsec),
       };
     } else {
       const I = INODE_COMPACT.off;
       ino = {
         nid,
         off,
-        mode: r.u16(off + I.mode),
+        mode: buf.readUInt16LE(off + I.mode),
         layout,
-        size: r.u32(off + I.size),
-        u: r.u32(off + I.u),
-        xattrIcount: r.u16(off + I.xattrIcount),
+        size: buf.readUInt32LE(off + I.size),
+        u: buf.readUInt32LE(off + I.u),
+        xattrIcount: buf.readUInt16LE(off + I.xattrIcount),
         isize: INODE_COMPACT.SIZE,
-        nlink: r.u16(off + I.nlink),
-        uid: r.u16(off + I.uid),
-        gid: r.u16(off + I.gid),
+        nlink: buf.readUInt16LE(off + I.nlink),
+        uid: buf.readUInt16LE(off + I.uid),
+        gid: buf.readUInt16LE(off + I.gid),
         mtimeSec: this.buildTimeSec,
         mtimeNsec: this.buildTimeNsec,
       };
@@ -244,206 +288,223 @@ class Decoder {
     return this.r.bytes(start, blocks * BLOCK_SIZE, `nid ${ino.nid}: data blocks`);
   }
 
-  /** The inode's xattrs as stored: inline entries first, then shared ones. */
-  readXattrs(ino: RawInode): Xattr[] {
-    const r = this.r;
+  // Scratch arrays for one inode's xattrs (filled and used by readXattrs, never across calls).
+  private readonly xKeys: string[] = [];
+  private readonly xVal: number[] = [];
+  private readonly xLen: number[] = [];
+
+  /**
+   * Read the inode's xattrs (inline entries first, then shared ones, as composefs-info does)
+   * straight into dump fields: redirect → payload, metacopy → digest, the escaped whiteout marks
+   * → a 0:0 character device, `trusted.overlay.overlay.X` → `trusted.overlay.X`, other
+   * `trusted.overlay.*` dropped. Directories keep their whiteouts markers here; readNode drops
+   * them once it knows a child is a whiteout. Returns whether the inode is a whiteout.
+   */
+  readXattrs(ino: RawInode, inode: Inode): number {
     const size = this.xattrAreaSize(ino);
-    const list: Xattr[] = [];
-    if (size === 0) return list;
+    if (size === 0) return 0;
+    const r = this.r;
     const start = ino.off + ino.isize;
     r.check(start, size, `nid ${ino.nid}: xattr area`);
     const end = start + size;
     const shared = r.u8(start + XATTR_IBODY_HEADER.off.sharedCount);
     let p = start + XATTR_IBODY_HEADER.SIZE + shared * 4;
     if (p > end) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${shared} shared xattr references do not fit the xattr area`, start);
+    let n = 0;
     while (p + XATTR_ENTRY.SIZE < end) {
-      const e = this.readEntry(p, end, ino.nid);
-      list.push({ key: e.key, value: e.value });
-      p += e.size;
+      p = this.readEntry(p, end, ino.nid, n++);
     }
     for (let i = 0; i < shared; i++) {
       const ref = r.u32(start + XATTR_IBODY_HEADER.SIZE + i * 4);
-      const at = this.xattrStart + ref * 4;
-      const e = this.readEntry(at, r.size, ino.nid);
-      list.push({ key: e.key, value: e.value });
+      this.readEntry(this.xattrStart + ref * 4, r.size, ino.nid, n++);
     }
-    return list;
+    const keys = this.xKeys;
+    const buf = r.buf;
+    const type = typeOf(inode.mode);
+    let wo = false;
+    let uwo = false;
+    let markers = false;
+    for (let i = 0; i < n; i++) {
+      const k = keys[i];
+      if (k === XATTR_ESCAPED_WHITEOUT) wo = this.xLen[i] === 0;
+      else if (k === XATTR_USER_WHITEOUT) uwo = this.xLen[i] === 0;
+      else if (k === XATTR_ESCAPED_WHITEOUTS) markers = true;
+    }
+    // A whiteout written by mkcomposefs: an empty regular file with both markers, empty.
+    const whiteout = wo && uwo && type === S_IFREG && inode.size === 0;
+    let budget = 0;
+    for (let i = 0; i < n; i++) {
+      let key = keys[i];
+      const v = this.xVal[i];
+      const len = this.xLen[i];
+      if (key === XATTR_REDIRECT) {
+        if (type === S_IFREG) {
+          let from = v;
+          if (len > 1 && buf[v] === 0x2f) from++;
+          inode.payload = cStr(readLatin1(buf, from, v + len));
+        }
+        continue;
+      }
+      if (key === XATTR_METACOPY) {
+        if (type === S_IFREG && len === METACOPY_SIZE) inode.digest = buf.toString('hex', v + 4, v + len);
+        continue;
+      }
+      if (whiteout && (key === XATTR_ESCAPED_WHITEOUT || key === XATTR_USER_WHITEOUT)) continue;
+      if (key.startsWith(OVERLAY_PREFIX)) {
+        if (!key.startsWith(OVERLAY_ESCAPED_PREFIX)) continue;
+        key = OVERLAY_PREFIX + key.slice(OVERLAY_ESCAPED_PREFIX.length);
+      }
+      try {
+        budget = setXattr(inode.xattrs, key, readLatin1(buf, v, v + len), budget, 0xffff);
+      } catch (e) {
+        if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${e.message}`, ino.off);
+        throw e;
+      }
+    }
+    if (whiteout) {
+      inode.mode = S_IFCHR | (inode.mode & ~S_IFMT);
+      inode.rdev = 0;
+      inode.size = 0;
+    }
+    return (whiteout ? WHITEOUT : 0) | (markers && type === S_IFDIR ? MARKERS : 0);
   }
 
-  readEntry(p: number, end: number, nid: number): { key: string; value: Buffer; size: number } {
+  /** Read the xattr entry at `p` into scratch slot `i`; returns the next entry's offset. */
+  readEntry(p: number, end: number, nid: number, i: number): number {
     const r = this.r;
     r.check(p, XATTR_ENTRY.SIZE, `nid ${nid}: xattr entry`);
     const E = XATTR_ENTRY.off;
-    const nameLen = r.u8(p + E.nameLen);
-    const index = r.u8(p + E.nameIndex);
-    const valueSize = r.u16(p + E.valueSize);
-    const size = (XATTR_ENTRY.SIZE + nameLen + valueSize + 3) & ~3;
+    const nameLen = r.buf[p + E.nameLen];
+    const index = r.buf[p + E.nameIndex];
+    const valueSize = r.buf.readUInt16LE(p + E.valueSize);
     if (p + XATTR_ENTRY.SIZE + nameLen + valueSize > end) {
       throw this.err(ErrorCode.BadXattr, `nid ${nid}: xattr entry (${nameLen}-byte name, ${valueSize}-byte value) runs past its area`, p);
     }
     if (index & XATTR_LONG_PREFIX_BIT) throw this.err(ErrorCode.Unsupported, `nid ${nid}: long xattr name prefixes are not supported`, p);
     if (index >= XATTR_PREFIX_OF_INDEX.length) throw this.err(ErrorCode.BadXattr, `nid ${nid}: unknown xattr name index ${index}`, p);
-    const suffix = r.bytes(p + XATTR_ENTRY.SIZE, nameLen, 'xattr name');
-    const key = XATTR_PREFIX_OF_INDEX[index] + cString(suffix);
-    const value = Buffer.from(r.bytes(p + XATTR_ENTRY.SIZE + nameLen, valueSize, 'xattr value'));
-    return { key, value, size };
+    const nameAt = p + XATTR_ENTRY.SIZE;
+    this.xKeys[i] = this.internKey(index, readLatin1(r.buf, nameAt, nameAt + nameLen));
+    this.xVal[i] = nameAt + nameLen;
+    this.xLen[i] = valueSize;
+    return p + ((XATTR_ENTRY.SIZE + nameLen + valueSize + 3) & ~3);
   }
 
-  readDirBlock(dir: Inode, ino: RawInode, block: Buffer, depth: number, filter: Set<string> | null): void {
+  /** Read the entries of one directory block (or inline tail) of `len` bytes at `base`. */
+  readDirBlock(dir: Inode, ino: RawInode, base: number, len: number, depth: number, filter: Set<string> | null): void {
     const D = DIRENT.off;
-    if (block.length < DIRENT.SIZE) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: directory block of ${block.length} bytes`, ino.off);
-    const first = block.readUInt16LE(D.nameoff);
-    if (first < DIRENT.SIZE || first % DIRENT.SIZE !== 0 || first > block.length) {
-      throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: bad first name offset ${first} in a ${block.length}-byte directory block`, ino.off);
+    const buf = this.r.buf;
+    this.r.check(base, len, `nid ${ino.nid}: directory block`);
+    if (len < DIRENT.SIZE) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: directory block of ${len} bytes`, base);
+    const first = buf.readUInt16LE(base + D.nameoff);
+    if (first < DIRENT.SIZE || first % DIRENT.SIZE !== 0 || first > len) {
+      throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: bad first name offset ${first} in a ${len}-byte directory block`, base);
     }
     const n = first / DIRENT.SIZE;
     for (let i = 0; i < n; i++) {
-      const at = i * DIRENT.SIZE;
-      const nameoff = block.readUInt16LE(at + D.nameoff);
-      const next = i + 1 < n ? block.readUInt16LE(at + DIRENT.SIZE + D.nameoff) : block.length;
-      if (nameoff < first || next < nameoff || next > block.length) {
-        throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: dirent ${i} has bad name offsets ${nameoff}..${next}`, ino.off);
+      const at = base + i * DIRENT.SIZE;
+      const nameoff = buf.readUInt16LE(at + D.nameoff);
+      const next = i + 1 < n ? buf.readUInt16LE(at + DIRENT.SIZE + D.nameoff) : len;
+      if (nameoff < first || next < nameoff || next > len) {
+        throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: dirent ${i} has bad name offsets ${nameoff}..${next}`, at);
       }
-      let nameBytes = block.subarray(nameoff, next);
-      if (i + 1 === n) {
-        const z = nameBytes.indexOf(0);
-        if (z !== -1) nameBytes = nameBytes.subarray(0, z);
-      }
-      const name = nameBytes.toString('latin1');
+      let name = readLatin1(buf, base + nameoff, base + next);
+      if (i + 1 === n) name = cStr(name);
       if (name.length === 0 || name.length > MAX_NAME_LEN || name.includes('/') || name.includes('\0')) {
         throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: invalid entry name ${JSON.stringify(name)}`, ino.off);
       }
       if (name === '.' || name === '..') continue;
       if (filter && !filter.has(name)) continue;
-      const nid64 = block.readBigUInt64LE(at + D.nid);
-      if (nid64 > BigInt(Number.MAX_SAFE_INTEGER)) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has nid ${nid64} out of range`, ino.off);
-      const childNid = Number(nid64);
-      const fileType = block[at + D.fileType];
+      const nidLo = buf.readUInt32LE(at + D.nid);
+      const nidHi = buf.readUInt32LE(at + D.nid + 4);
+      if (nidHi >= 0x200000) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has an out-of-range nid`, at);
+      const childNid = nidHi * 0x100000000 + nidLo;
+      const fileType = buf[at + D.fileType];
       const child = this.readNode(childNid, depth + 1, null);
       if (child === null) continue; // a 0:0 character device: the mkcomposefs root whiteouts
-      const expected = FILE_TYPES.get(typeOf(child.inode.mode));
-      if (fileType !== expected && !(child.whiteout && fileType === FILE_TYPES.get(S_IFREG))) {
+      const expected = FILE_TYPES.get(typeOf(child.mode));
+      if (fileType !== expected && !(this.lastWhiteout && fileType === FILE_TYPES.get(S_IFREG))) {
         throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has file type ${fileType} but its inode is type ${expected}`, ino.off);
       }
-      if (!addChild(dir, { name, inode: child.inode, link: child.link })) {
+      if (!addChild(dir, { name, inode: child, link: this.lastLink })) {
         throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: duplicate entry name ${JSON.stringify(name)}`, ino.off);
       }
     }
   }
 
+  /** Set by readNode: whether the inode it returned was seen before (a hardlink) / is a whiteout. */
+  lastLink = false;
+  lastWhiteout = false;
+
   /** Read an inode and (for directories) its subtree; null for a 0:0 char device. */
-  readNode(nid: number, depth: number, filter: Set<string> | null): { inode: Inode; link: boolean; whiteout: boolean } | null {
+  readNode(nid: number, depth: number, filter: Set<string> | null): Inode | null {
     if (depth > MAX_DEPTH) throw this.err(ErrorCode.TooLarge, `directory tree deeper than ${MAX_DEPTH} levels`);
-    const seen = this.byNid.get(nid);
+    const seen = nid < this.byNid.length ? this.byNid[nid] : undefined;
     if (seen) {
       if (typeOf(seen.mode) === S_IFDIR) throw this.err(ErrorCode.Cycle, `nid ${nid}: directory reached twice (hardlinked directory or cycle)`);
-      return { inode: seen, link: true, whiteout: false };
+      this.lastLink = true;
+      this.lastWhiteout = false;
+      return seen;
     }
     const ino = this.readInode(nid);
     const type = typeOf(ino.mode);
     if (type === S_IFCHR && ino.u === 0) return null;
-    const inode = newInode(ino.mode, {
-      nlink: ino.nlink,
-      uid: ino.uid,
-      gid: ino.gid,
-      size: ino.size,
-      mtimeSec: ino.mtimeSec,
-      mtimeNsec: ino.mtimeNsec,
-    });
+    const inode = newInode(ino.mode);
+    inode.nlink = ino.nlink;
+    inode.uid = ino.uid;
+    inode.gid = ino.gid;
+    inode.size = ino.size;
+    inode.mtimeSec = ino.mtimeSec;
+    inode.mtimeNsec = ino.mtimeNsec;
     if (type === S_IFCHR || type === S_IFBLK) inode.rdev = ino.u;
-    this.byNid.set(nid, inode);
-    this.nids.set(inode, nid);
-    const raw = this.readXattrs(ino);
+    this.byNid[nid] = inode;
+    this.nids?.set(inode, nid);
+    const flags = this.readXattrs(ino, inode);
 
     if (type === S_IFDIR) {
       const { tailOff, tailSize, blocks } = this.dataRanges(ino);
       if (blocks > 0) {
-        const data = this.blockData(ino, blocks);
+        const start = ino.u * BLOCK_SIZE;
+        this.r.check(start, blocks * BLOCK_SIZE, `nid ${nid}: directory blocks`);
         for (let b = 0; b < blocks; b++) {
           let len = BLOCK_SIZE;
           if (ino.layout !== DataLayout.FlatInline && b + 1 === blocks && ino.size % BLOCK_SIZE !== 0) len = ino.size % BLOCK_SIZE;
-          this.readDirBlock(inode, ino, data.subarray(b * BLOCK_SIZE, b * BLOCK_SIZE + len), depth, filter);
+          this.readDirBlock(inode, ino, start + b * BLOCK_SIZE, len, depth, filter);
         }
       }
-      if (tailSize > 0) this.readDirBlock(inode, ino, this.r.buf.subarray(tailOff, tailOff + tailSize), depth, filter);
+      if (tailSize > 0) this.readDirBlock(inode, ino, tailOff, tailSize, depth, filter);
     } else if (type === S_IFLNK) {
       if (ino.size === 0 || ino.size >= PATH_MAX) throw this.err(ErrorCode.BadInode, `nid ${nid}: symlink target length ${ino.size}`, ino.off);
       if (ino.layout === DataLayout.FlatInline && ino.size >= BLOCK_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: inline symlink too long`, ino.off);
       const { tailOff, tailSize } = this.dataRanges(ino);
-      const target = tailSize > 0 ? this.r.bytes(tailOff, tailSize, 'symlink') : this.blockData(ino, 1).subarray(0, ino.size);
-      inode.payload = cString(target);
-      if (inode.payload.length === 0) throw this.err(ErrorCode.BadInode, `nid ${nid}: empty symlink target`, ino.off);
-      inode.size = inode.payload.length;
+      let start = tailOff;
+      if (tailSize === 0) {
+        start = ino.u * BLOCK_SIZE;
+        this.r.check(start, BLOCK_SIZE, `nid ${nid}: symlink block`);
+      } else this.r.check(start, tailSize, `nid ${nid}: symlink`);
+      const target = cStr(readLatin1(this.r.buf, start, start + ino.size));
+      if (target.length === 0) throw this.err(ErrorCode.BadInode, `nid ${nid}: empty symlink target`, ino.off);
+      inode.payload = target;
+      inode.size = target.length;
     } else if (type === S_IFREG && ino.size > 0) {
       if (ino.layout === DataLayout.ChunkBased) {
         if (ino.size > MAX_FILE_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: file size ${ino.size} too large`, ino.off);
       } else {
         if (ino.size > MAX_INLINE_CONTENT) throw this.err(ErrorCode.BadInode, `nid ${nid}: inline file of ${ino.size} bytes exceeds ${MAX_INLINE_CONTENT}`, ino.off);
         const { tailOff, tailSize, blocks } = this.dataRanges(ino);
-        const content = Buffer.alloc(ino.size);
-        if (blocks > 0) this.blockData(ino, blocks).copy(content, 0, 0, ino.size - tailSize);
-        if (tailSize > 0) this.r.buf.copy(content, ino.size - tailSize, tailOff, tailOff + tailSize);
+        let content = '';
+        if (blocks > 0) content = readLatin1(this.blockData(ino, blocks), 0, ino.size - tailSize);
+        if (tailSize > 0) content += readLatin1(this.r.buf, tailOff, tailOff + tailSize);
         inode.content = content;
       }
     }
 
-    let whiteout: boolean;
-    try {
-      whiteout = applyOverlayXattrs(inode, raw);
-    } catch (e) {
-      if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${nid}: ${e.message}`, ino.off);
-      throw e;
+    if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) {
+      inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
     }
-    return { inode, link: false, whiteout };
+    this.lastLink = false;
+    this.lastWhiteout = (flags & WHITEOUT) !== 0;
+    return inode;
   }
-}
-
-/**
- * Map the image's xattrs back to dump fields: redirect → payload, metacopy → digest, escaped
- * whiteout marks → a 0:0 char device, `trusted.overlay.overlay.X` → `trusted.overlay.X`, other
- * `trusted.overlay.*` dropped. Returns true for a whiteout.
- */
-function applyOverlayXattrs(inode: Inode, raw: Xattr[]): boolean {
-  const type = typeOf(inode.mode);
-  const has = (k: string): Xattr | undefined => raw.find((x) => x.key === k);
-  const wo = has(XATTR_ESCAPED_WHITEOUT);
-  const uwo = has(XATTR_USER_WHITEOUT);
-  // A whiteout written by mkcomposefs: an empty regular file with both markers, empty.
-  const whiteout = type === S_IFREG && inode.size === 0 && !!wo && !!uwo && wo.value.length === 0 && uwo.value.length === 0;
-  const dirMarks =
-    type === S_IFDIR &&
-    !!inode.children?.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0) &&
-    raw.some((x) => x.key === XATTR_ESCAPED_WHITEOUTS);
-  let budget = 0;
-  for (const x of raw) {
-    const k = x.key;
-    if (k === XATTR_REDIRECT) {
-      if (type === S_IFREG) {
-        let v = x.value;
-        if (v.length > 1 && v[0] === 0x2f) v = v.subarray(1);
-        inode.payload = cString(v);
-      }
-      continue;
-    }
-    if (k === XATTR_METACOPY) {
-      if (type === S_IFREG && x.value.length === METACOPY_SIZE) inode.digest = Buffer.from(x.value.subarray(4));
-      continue;
-    }
-    if (whiteout && (k === XATTR_ESCAPED_WHITEOUT || k === XATTR_USER_WHITEOUT)) continue;
-    if (dirMarks && (k === XATTR_ESCAPED_WHITEOUTS || k === XATTR_USER_WHITEOUTS)) continue;
-    let key = k;
-    if (k.startsWith(OVERLAY_PREFIX)) {
-      if (!k.startsWith(OVERLAY_ESCAPED_PREFIX)) continue;
-      key = OVERLAY_PREFIX + k.slice(OVERLAY_ESCAPED_PREFIX.length);
-    }
-    budget = setXattr(inode.xattrs, key, x.value, budget, 0xffff);
-  }
-  if (whiteout) {
-    inode.mode = S_IFCHR | (inode.mode & ~S_IFMT);
-    inode.rdev = 0;
-    inode.size = 0;
-  }
-  return whiteout;
 }
 
 /** Reassign hardlink ownership so that re-encoding the tree gives the image's inode order. */
@@ -486,7 +547,7 @@ function ownByImageOrder(root: Inode, nids: Map<Inode, number>): void {
 
 export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): DecodedImage {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const dec = new Decoder(buf, opts.input);
+  const dec = new Decoder(buf, opts.input, opts.owner === 'image');
   const r = dec.r;
   if (buf.length > MAX_IMAGE_SIZE) throw dec.err(ErrorCode.TooLarge, `image of ${buf.length} bytes exceeds the ${MAX_IMAGE_SIZE}-byte limit`);
   if (buf.length < BLOCK_SIZE) throw dec.err(ErrorCode.OutOfBounds, `image too small (${buf.length} bytes; a composefs image is at least ${BLOCK_SIZE})`);
@@ -510,15 +571,14 @@ export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): Decoded
   const rootNid = r.u16(sb + S.rootNid);
   const filter = opts.filter ? new Set(opts.filter) : null;
   const root = dec.readNode(rootNid, 0, filter);
-  if (!root || typeOf(root.inode.mode) !== S_IFDIR) throw dec.err(ErrorCode.BadInode, `root nid ${rootNid} is not a directory`);
-  if (opts.owner === 'image') ownByImageOrder(root.inode, dec.nids);
+  if (!root || typeOf(root.mode) !== S_IFDIR) throw dec.err(ErrorCode.BadInode, `root nid ${rootNid} is not a directory`);
+  if (dec.nids) ownByImageOrder(root, dec.nids);
   return {
-    root: root.inode,
+    root,
     version: r.u32(H.composefsVersion),
     flags: r.u32(H.flags),
     buildTimeSec: dec.buildTimeSec,
     buildTimeNsec: dec.buildTimeNsec,
     inodeCount: r.u64(sb + S.inos),
-    nids: dec.nids,
   };
 }

@@ -21,6 +21,7 @@ import {
   isValidModeType,
 } from './layout.js';
 import { type Dirent, type Inode, type Xattr, addChild, findChild, newInode } from './tree.js';
+import { readLatin1 } from './bytes.js';
 
 export interface ParseOptions {
   /** mkcomposefs strict mode (CFS_PARSE_STRICT): exact symlink sizes, rdev 0 on non-devices, final newline. */
@@ -95,8 +96,6 @@ function cString(s: string): string {
   return z === -1 ? s : s.slice(0, z);
 }
 
-const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
-
 /**
  * strtoull: optional leading white space and sign, digits, nothing after; saturates on
  * overflow. Returns a number when the value is below 2^53, else a bigint.
@@ -129,6 +128,17 @@ function parseU64(text: string, base: 8 | 10): number | bigint {
   else if (neg) v = -v & U64_MAX;
   return v < 2n ** 53n ? Number(v) : v;
 }
+let lastNum = -1;
+let lastBig = 0n;
+/** BigInt(n), remembering the last one: mtimes repeat from line to line. */
+function toBigInt(n: number): bigint {
+  if (n !== lastNum) {
+    lastNum = n;
+    lastBig = BigInt(n);
+  }
+  return lastBig;
+}
+
 /** Truncate to u32, as the library's u32 fields do. */
 const u32 = (v: number | bigint): number => (typeof v === 'number' ? v >>> 0 : Number(v & 0xffffffffn));
 const isZero = (v: number | bigint): boolean => v === 0 || v === 0n;
@@ -145,7 +155,7 @@ export function xattrBudget(xattrs: readonly Xattr[]): number {
  * Set an xattr the way libcomposefs does: replace an existing key (the last entry moves into
  * its slot), enforce name/value limits and the per-inode budget. Returns the new budget.
  */
-export function setXattr(xattrs: Xattr[], key: string, value: Buffer, budget: number, limit = MAX_INODE_XATTR_SIZE): number {
+export function setXattr(xattrs: Xattr[], key: string, value: string, budget: number, limit = MAX_INODE_XATTR_SIZE): number {
   if (key.length === 0 || key.length > MAX_XATTR_NAME_LEN) throw new RangeError(`invalid xattr name length ${key.length}`);
   if (value.length > MAX_XATTR_VALUE_LEN) throw new RangeError(`xattr value too long (${value.length} bytes)`);
   for (let i = 0; i < xattrs.length; i++) {
@@ -287,12 +297,12 @@ function parseLine(st: ParseState, line: string): void {
   if (content !== null && content.length !== Number(size)) {
     fail(`Invalid content size ${content.length}, must match size ${size}`);
   }
-  let digest: Buffer | null = null;
+  let digest: string | null = null;
   if (fields[10] !== '-') {
     const hex = unescape(fields[10]);
     if (hex.length > 0 || st.strict) {
       if (!/^[0-9a-fA-F]{64}$/.test(hex)) fail(`Invalid digest ${hex}: must be ${DIGEST_SIZE * 2} hex characters`);
-      digest = Buffer.from(hex, 'hex');
+      digest = hex.toLowerCase();
     }
   }
 
@@ -301,7 +311,7 @@ function parseLine(st: ParseState, line: string): void {
   inode.gid = u32(gid);
   if (type === S_IFCHR || type === S_IFBLK) inode.rdev = u32(rdev);
   else if (st.strict && !isZero(rdev)) fail('Non-zero devnum on non-device');
-  inode.mtimeSec = typeof sec === 'number' ? BigInt(sec) : BigInt.asIntN(64, sec);
+  inode.mtimeSec = typeof sec === 'number' ? toBigInt(sec) : BigInt.asIntN(64, sec);
   inode.mtimeNsec = u32(nsec);
 
   if (type === S_IFLNK) {
@@ -326,7 +336,7 @@ function parseLine(st: ParseState, line: string): void {
       if (content.length > MAX_INLINE_CONTENT) {
         fail(`Inline content size ${content.length} exceeds maximum ${MAX_INLINE_CONTENT}`);
       }
-      inode.content = content.length > 0 ? bytes(content) : null;
+      inode.content = content.length > 0 ? content : null;
       inode.size = content.length;
     }
   }
@@ -341,7 +351,7 @@ function parseLine(st: ParseState, line: string): void {
     const eq = line.indexOf('=', q);
     if (eq === -1 || eq >= sp) fail('Missing = in xattr');
     const key = cString(unescape(line.slice(q, eq)));
-    const value = bytes(unescape(line.slice(eq + 1, sp)));
+    const value = unescape(line.slice(eq + 1, sp));
     try {
       budget = setXattr(inode.xattrs, key, value, budget);
     } catch (e) {
@@ -404,7 +414,7 @@ export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
         if (st.strict) throw new LineError('Missing trailing newline');
         nl = len;
       }
-      parseLine(st, text.toString('latin1', pos, nl));
+      parseLine(st, readLatin1(text, pos, nl));
       pos = nl + 1;
     }
     lineNo = 0;
@@ -462,13 +472,20 @@ const escapeOptional = (s: string | null): string => (s === null ? '-' : s === '
 /** Map each hardlinked inode to the path of its owning (non-link) name. */
 export function ownerPaths(root: Inode): Map<Inode, string> {
   const owners = new Map<Inode, string>();
+  const linked = new Set<Inode>();
+  const dirs: Inode[] = [root];
+  for (let i = 0; i < dirs.length; i++) {
+    for (const d of dirs[i].children!) {
+      if (d.link) linked.add(d.inode);
+      else if (d.inode.children) dirs.push(d.inode);
+    }
+  }
+  if (linked.size === 0) return owners;
   const walk = (dir: Inode, path: string): void => {
     for (const d of dir.children!) {
-      const p = `${path}/${d.name}`;
-      if (!d.link) {
-        owners.set(d.inode, p);
-        if (d.inode.children) walk(d.inode, p);
-      }
+      if (d.link) continue;
+      if (linked.has(d.inode)) owners.set(d.inode, `${path}/${d.name}`);
+      if (d.inode.children) walk(d.inode, `${path}/${d.name}`);
     }
   };
   walk(root, '');
@@ -480,10 +497,10 @@ function dumpLine(path: string, inode: Inode, linkPath: string | null): string {
   line += ` ${inode.size} ${linkPath !== null ? '@' : ''}${inode.mode.toString(8)} ${inode.nlink} ${inode.uid} ${inode.gid} ${inode.rdev} ${inode.mtimeSec}.${inode.mtimeNsec} `;
   line += escapeOptional(linkPath ?? inode.payload);
   line += ' ';
-  line += inode.content ? escapeOptional(inode.content.toString('latin1')) : '-';
-  line += inode.digest ? ' ' + inode.digest.toString('hex') : ' -';
+  line += inode.content !== null ? escapeOptional(inode.content) : '-';
+  line += inode.digest !== null ? ' ' + inode.digest : ' -';
   for (const x of inode.xattrs) {
-    line += ' ' + escapeStr(x.key, Esc.Equal) + '=' + escapeStr(x.value.toString('latin1'), Esc.Equal);
+    line += ' ' + escapeStr(x.key, Esc.Equal) + '=' + escapeStr(x.value, Esc.Equal);
   }
   return line + '\n';
 }

@@ -58,6 +58,7 @@ import {
 } from './layout.js';
 import type { Inode, Xattr } from './tree.js';
 import { xxh32 } from './xxhash.js';
+import { readLatin1, writeLatin1 } from './bytes.js';
 
 export interface EncodeOptions {
   /** Lowest format version to write (default 0). */
@@ -86,8 +87,8 @@ interface ENode {
   mtimeSec: bigint;
   mtimeNsec: number;
   payload: string | null;
-  content: Buffer | null;
-  digest: Buffer | null;
+  content: string | null;
+  digest: string | null;
   xattrs: Xattr[];
   budget: number;
   parent: ENode;
@@ -101,10 +102,16 @@ interface ENode {
   nBlocks: number;
   tail: number;
   xattrSize: number;
-  /** Per xattr (in sorted order): shared table offset, or -1 when stored inline. */
-  sharedOff: Int32Array | null;
+  /** Per xattr (in sorted order): its (key, value) pair with the shared table offset. */
+  pairs: PairCount[] | null;
   nShared: number;
   blkaddr: number;
+  /** External files: chunk size bits and chunk count. */
+  chunkBits: number;
+  chunkCount: number;
+  /** Directories: [first, end) entry ranges of the full blocks, then of the inline tail. */
+  dirBlocks: [number, number][] | null;
+  dirTail: [number, number] | null;
 }
 
 const fail = (code: ErrorCode, msg: string, input?: string): never => {
@@ -138,9 +145,13 @@ function newENode(src: Inode | null, parent: ENode | null, name: string): ENode 
     nBlocks: 0,
     tail: 0,
     xattrSize: 0,
-    sharedOff: null,
+    pairs: null,
     nShared: 0,
     blkaddr: 0,
+    chunkBits: 0,
+    chunkCount: 0,
+    dirBlocks: null,
+    dirTail: null,
   };
   n.parent = parent ?? n;
   return n;
@@ -154,40 +165,59 @@ function pathOf(n: ENode): string {
 
 /** Copy the input tree: one ENode per inode; link names resolve to their owner's ENode. */
 function copyTree(root: Inode, input?: string): ENode {
-  const byInode = new Map<Inode, ENode>();
+  // Inodes that hardlink names point at; only those need a lookup from inode to copy.
+  const linked = new Map<Inode, ENode | null>();
+  const walk: Inode[] = [root];
+  for (let i = 0; i < walk.length; i++) {
+    for (const d of walk[i].children!) {
+      if (d.link) linked.set(d.inode, null);
+      else if (d.inode.children) walk.push(d.inode);
+    }
+  }
   const eroot = newENode(root, null, '');
-  byInode.set(root, eroot);
-  const dirs: [ENode, Inode][] = [];
   const stack: [ENode, Inode, number][] = [[eroot, root, 0]];
+  const dirs: [ENode, Inode][] = [];
   while (stack.length) {
     const [en, inode, depth] = stack.pop()!;
     if (depth > MAX_DEPTH) fail(ErrorCode.InvalidTree, `tree deeper than ${MAX_DEPTH} levels`, input);
-    dirs.push([en, inode]);
-    for (const d of inode.children!) {
-      if (d.link) continue;
+    const entries: Entry[] = new Array(inode.children!.length);
+    let hasLinks = false;
+    for (let i = 0; i < entries.length; i++) {
+      const d = inode.children![i];
+      if (d.link) {
+        hasLinks = true;
+        continue;
+      }
       const child = newENode(d.inode, en, d.name);
-      if (byInode.has(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
-      byInode.set(d.inode, child);
+      entries[i] = { name: d.name, node: child, owned: true };
+      if (linked.size > 0 && linked.has(d.inode)) {
+        if (linked.get(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
+        linked.set(d.inode, child);
+      }
       if (d.inode.children) {
         if (typeOf(d.inode) !== S_IFDIR) fail(ErrorCode.InvalidTree, `${pathOf(child)}: only directories have children`, input);
         stack.push([child, d.inode, depth + 1]);
       }
     }
-  }
-  for (const [en, inode] of dirs) {
-    const entries: Entry[] = [];
-    for (const d of inode.children!) {
-      const target = byInode.get(d.inode);
-      if (!target) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name}: target is not in the tree`, input);
-      if (d.link && typeOf(target!) === S_IFDIR) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name} points to a directory`, input);
-      entries.push({ name: d.name, node: target!, owned: !d.link });
-    }
     en.entries = entries;
+    if (hasLinks) dirs.push([en, inode]);
+  }
+  // Resolve hardlink names once every owner has its copy.
+  for (const [en, inode] of dirs) {
+    const entries = en.entries!;
+    for (let i = 0; i < entries.length; i++) {
+      const d = inode.children![i];
+      if (!d.link) continue;
+      const target = d.inode === root ? eroot : linked.get(d.inode);
+      if (!target) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name}: target is not in the tree`, input);
+      if (typeOf(target!) === S_IFDIR) fail(ErrorCode.InvalidTree, `hardlink ${pathOf(en)}/${d.name} points to a directory`, input);
+      entries[i] = { name: d.name, node: target!, owned: false };
+    }
   }
   return eroot;
 }
 
-function set(n: ENode, key: string, value: Buffer, input?: string): void {
+function set(n: ENode, key: string, value: string, input?: string): void {
   try {
     n.budget = setXattr(n.xattrs, key, value, n.budget);
   } catch (e) {
@@ -196,17 +226,39 @@ function set(n: ENode, key: string, value: Buffer, input?: string): void {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
-const X = Buffer.from('x');
-const Y = Buffer.from('y');
+const EMPTY = '';
+const X = 'x';
+const Y = 'y';
+const metacopyBuf = Buffer.alloc(4 + 32);
+metacopyBuf.set(METACOPY_HEADER);
+/** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
+function metacopyValue(hex: string): string {
+  metacopyBuf.write(hex, 4, 'hex');
+  return readLatin1(metacopyBuf, 0, metacopyBuf.length);
+}
+
+let lastS64: bigint | null = null;
+let lastLo = 0;
+let lastHi = 0;
+/** Write a signed 64-bit value (most inodes share a few mtimes: remember the last one). */
+function writeS64(img: Buffer, v: bigint, at: number): void {
+  if (v !== lastS64) {
+    const u = BigInt.asUintN(64, v);
+    lastLo = Number(u & 0xffffffffn);
+    lastHi = Number(u >> 32n);
+    lastS64 = v;
+  }
+  img.writeUInt32LE(lastLo, at);
+  img.writeUInt32LE(lastHi, at + 4);
+}
 
 /** chunkbits and chunk count of an external file (chunk-based, every chunk a hole). */
 export function chunking(size: number): { chunkBits: number; chunkCount: number } {
-  // chunkbits = ilog2(size - 1) + 1, at least the block size, at most 12 + 31
-  let bits = size <= 1 ? 1 : Math.floor(Math.log2(size - 1)) + 1;
-  // Math.log2 can round up just below a power of two; fix the estimate exactly.
-  while (bits > 1 && 2 ** (bits - 1) >= size) bits--;
-  while (2 ** bits < size) bits++;
+  // chunkbits = ilog2(size - 1) + 1 = bit length of size - 1 (ilog2(0) is 0), at least the
+  // block size, at most 12 + 31
+  const n = size - 1;
+  let bits = n < 2 ** 32 ? 32 - Math.clz32(n) : 64 - Math.clz32(Math.floor(n / 2 ** 32));
+  if (bits === 0) bits = 1;
   if (bits < 12) bits = 12;
   if (bits - 12 > CHUNK_FORMAT_BLKBITS_MASK) bits = CHUNK_FORMAT_BLKBITS_MASK + 12;
   return { chunkBits: bits, chunkCount: Math.ceil(size / 2 ** bits) };
@@ -217,8 +269,11 @@ const isExternal = (n: ENode): boolean => typeOf(n) === S_IFREG && n.size > 0 &&
 /** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
 function rewriteNode(n: ENode, version: number, input?: string): void {
   if (!isValidModeType(n.mode)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: invalid mode ${n.mode.toString(8)}`, input);
-  if (isExternal(n) && chunking(n.size).chunkCount > MAX_CHUNKS) {
-    fail(ErrorCode.TooLarge, `${pathOf(n)}: file too large (${n.size} bytes)`, input);
+  if (isExternal(n)) {
+    const c = chunking(n.size);
+    if (c.chunkCount > MAX_CHUNKS) fail(ErrorCode.TooLarge, `${pathOf(n)}: file too large (${n.size} bytes)`, input);
+    n.chunkBits = c.chunkBits;
+    n.chunkCount = c.chunkCount;
   }
   for (const x of n.xattrs) {
     if (x.key.startsWith(OVERLAY_PREFIX)) {
@@ -226,14 +281,9 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
     }
   }
   if (isExternal(n)) {
-    let value = EMPTY;
-    if (n.digest) {
-      value = Buffer.alloc(4 + n.digest.length);
-      value.set(METACOPY_HEADER, 0);
-      n.digest.copy(value, 4);
-    }
+    const value = n.digest !== null ? metacopyValue(n.digest) : EMPTY;
     set(n, XATTR_METACOPY, value, input);
-    if (n.payload) set(n, XATTR_REDIRECT, Buffer.from('/' + n.payload, 'latin1'), input);
+    if (n.payload) set(n, XATTR_REDIRECT, '/' + n.payload, input);
   }
   if (typeOf(n) === S_IFCHR && n.rdev === 0) {
     const parent = n.parent;
@@ -324,28 +374,29 @@ interface PairCount {
  * Returns the shared entries in table order and, per node, each xattr's pair.
  */
 function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: PairCount[][] } {
-  const counts = new Map<string, PairCount>();
+  const byKey = new Map<string, Map<string, PairCount>>();
   const pairs: PairCount[][] = new Array(nodes.length);
   for (let i = 0; i < nodes.length; i++) {
     const xs = nodes[i].xattrs;
     const list: PairCount[] = new Array(xs.length);
     for (let j = 0; j < xs.length; j++) {
       const x = xs[j];
-      const k = x.key + '\0' + x.value.toString('latin1');
-      let e = counts.get(k);
+      let values = byKey.get(x.key);
+      if (!values) byKey.set(x.key, (values = new Map()));
+      let e = values.get(x.value);
       if (e) e.count++;
-      else counts.set(k, (e = { x, count: 1, offset: -1 }));
+      else values.set(x.value, (e = { x, count: 1, offset: -1 }));
       list[j] = e;
     }
     pairs[i] = list;
   }
   const shared: PairCount[] = [];
-  for (const e of counts.values()) if (e.count > 1) shared.push(e);
+  for (const values of byKey.values()) for (const e of values.values()) if (e.count > 1) shared.push(e);
   // key descending, then value length descending, then value bytes descending
   shared.sort((a, b) => {
     if (a.x.key !== b.x.key) return a.x.key < b.x.key ? 1 : -1;
     if (a.x.value.length !== b.x.value.length) return b.x.value.length - a.x.value.length;
-    return Buffer.compare(b.x.value, a.x.value);
+    return a.x.value < b.x.value ? 1 : a.x.value > b.x.value ? -1 : 0;
   });
   let off = 0;
   for (const e of shared) {
@@ -355,22 +406,30 @@ function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs:
   return { entries: shared.map((e) => e.x), size: off, pairs };
 }
 
+/** Pack directory entries into full blocks; a last partial block over half a block is full too. */
 function dirLayout(n: ENode): void {
-  let blocks = 0;
+  const entries = n.entries!;
+  const blocks: [number, number][] = [];
   let used = 0;
-  for (const e of n.entries!) {
-    const len = DIRENT.SIZE + e.name.length;
+  let first = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const len = DIRENT.SIZE + entries[i].name.length;
     if (used + len > BLOCK_SIZE) {
-      blocks++;
+      blocks.push([first, i]);
       used = 0;
+      first = i;
     }
     used += len;
   }
+  n.dirTail = null;
   if (used > BLOCK_SIZE / 2) {
-    blocks++;
+    blocks.push([first, entries.length]);
     used = 0;
+  } else if (used > 0) {
+    n.dirTail = [first, entries.length];
   }
-  n.nBlocks = blocks;
+  n.dirBlocks = blocks;
+  n.nBlocks = blocks.length;
   n.tail = used;
 }
 
@@ -389,7 +448,7 @@ function dataLayout(n: ENode): void {
         n.tail = 0;
       }
     } else {
-      n.tail = chunking(n.size).chunkCount * CHUNK_ENTRY_SIZE;
+      n.tail = n.chunkCount * CHUNK_ENTRY_SIZE;
     }
   }
 }
@@ -485,7 +544,7 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
       }
       n.nlink = nlink;
     }
-    n.xattrs.sort(cmpKey);
+    if (n.xattrs.length > 1) n.xattrs.sort(cmpKey);
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
       minNsec = n.mtimeNsec;
@@ -499,20 +558,13 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
     const n = nodes[ni];
     if (n.xattrs.length === 0) continue;
     const pairs = shared.pairs[ni];
-    const offs = new Int32Array(n.xattrs.length);
     let nShared = 0;
     let inlineSize = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
-      const off = pairs[i].offset;
-      if (off >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) {
-        offs[i] = off;
-        nShared++;
-      } else {
-        offs[i] = -1;
-        inlineSize += entrySize(n.xattrs[i]);
-      }
+      if (pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
+      else inlineSize += entrySize(n.xattrs[i]);
     }
-    n.sharedOff = offs;
+    n.pairs = pairs;
     n.nShared = nShared;
     n.xattrSize = roundUp(XATTR_IBODY_HEADER.SIZE + nShared * 4 + inlineSize, 4);
   }
@@ -586,9 +638,8 @@ function writeXattr(img: Buffer, p: number, x: Xattr): number {
   img[p + E.nameIndex] = index;
   img.writeUInt16LE(x.value.length, p + E.valueSize);
   p += XATTR_ENTRY.SIZE;
-  p += img.write(suffix, p, 'latin1');
-  x.value.copy(img, p);
-  p += x.value.length;
+  p += writeLatin1(img, suffix, p);
+  p += writeLatin1(img, x.value, p);
   return (p + 3) & ~3;
 }
 
@@ -604,29 +655,7 @@ function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to
     nameoff += e.name.length;
     q += DIRENT.SIZE;
   }
-  for (let i = from; i < to; i++) q += img.write(entries[i].name, q, 'latin1');
-}
-
-/** Split a directory's entries into full blocks and the tail, as the layout decided. */
-function dirChunks(n: ENode): { blocks: [number, number][]; tail: [number, number] | null } {
-  const entries = n.entries!;
-  const blocks: [number, number][] = [];
-  let used = 0;
-  let first = 0;
-  for (let i = 0; i < entries.length; i++) {
-    const len = DIRENT.SIZE + entries[i].name.length;
-    if (used + len > BLOCK_SIZE) {
-      blocks.push([first, i]);
-      used = 0;
-      first = i;
-    }
-    used += len;
-  }
-  if (blocks.length < n.nBlocks) {
-    blocks.push([first, entries.length]);
-    return { blocks, tail: null };
-  }
-  return { blocks, tail: used > 0 ? [first, entries.length] : null };
+  for (let i = from; i < to; i++) q += writeLatin1(img, entries[i].name, q);
 }
 
 function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<string, number>): void {
@@ -644,7 +673,7 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<str
     if (isExternal(n)) {
       layout = DataLayout.ChunkBased;
       // the chunk format overwrites the low 16 bits of any block address
-      u = ((u & 0xffff0000) | (chunking(n.size).chunkBits - 12)) >>> 0;
+      u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
     }
   } else if (type === S_IFLNK) {
     size = n.nBlocks === 0 ? n.tail : n.size;
@@ -677,7 +706,7 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<str
     img.writeUInt32LE(n.ino, pos + I.ino);
     img.writeUInt32LE(n.uid, pos + I.uid);
     img.writeUInt32LE(n.gid, pos + I.gid);
-    img.writeBigUInt64LE(BigInt.asUintN(64, n.mtimeSec), pos + I.mtime);
+    writeS64(img, n.mtimeSec, pos + I.mtime);
     img.writeUInt32LE(n.mtimeNsec, pos + I.mtimeNsec);
     img.writeUInt32LE(n.nlink, pos + I.nlink);
     pos += INODE_EXTENDED.SIZE;
@@ -686,25 +715,31 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<str
     const X = XATTR_IBODY_HEADER.off;
     img.writeUInt32LE(xattrFilter(n, bitCache), pos + X.nameFilter);
     img[pos + X.sharedCount] = n.nShared;
+    // the first 128 shareable xattrs (in key order) are references, the rest inline
     let p = pos + XATTR_IBODY_HEADER.SIZE;
-    const offs = n.sharedOff!;
-    for (let i = 0; i < n.xattrs.length; i++) {
-      if (offs[i] >= 0) {
-        img.writeUInt32LE((sharedBase + offs[i]) / 4, p);
+    const pairs = n.pairs!;
+    let refs = 0;
+    for (let i = 0; i < pairs.length; i++) {
+      if (pairs[i].offset >= 0 && refs < n.nShared) {
+        img.writeUInt32LE((sharedBase + pairs[i].offset) / 4, p);
         p += 4;
+        refs++;
       }
     }
-    for (let i = 0; i < n.xattrs.length; i++) if (offs[i] < 0) p = writeXattr(img, p, n.xattrs[i]);
+    refs = 0;
+    for (let i = 0; i < pairs.length; i++) {
+      if (pairs[i].offset >= 0 && refs < n.nShared) refs++;
+      else p = writeXattr(img, p, n.xattrs[i]);
+    }
     pos += n.xattrSize;
   }
   if (n.tail > 0) {
     if (type === S_IFDIR) {
-      const { tail } = dirChunks(n);
-      if (tail) writeDirents(img, pos, n.entries!, tail[0], tail[1]);
+      if (n.dirTail) writeDirents(img, pos, n.entries!, n.dirTail[0], n.dirTail[1]);
     } else if (type === S_IFLNK) {
-      img.write(n.payload!, pos, 'latin1');
+      writeLatin1(img, n.payload!, pos);
     } else if (n.content) {
-      n.content.copy(img, pos, n.size - n.tail);
+      writeLatin1(img, n.content.slice(n.size - n.tail), pos);
     } else {
       img.fill(0xff, pos, pos + n.tail);
     }
@@ -716,15 +751,15 @@ function writeData(img: Buffer, n: ENode): void {
   let p = n.blkaddr * BLOCK_SIZE;
   const type = typeOf(n);
   if (type === S_IFDIR) {
-    for (const [from, to] of dirChunks(n).blocks) {
+    for (const [from, to] of n.dirBlocks!) {
       writeDirents(img, p, n.entries!, from, to);
       p += BLOCK_SIZE;
     }
   } else if (type === S_IFREG) {
     // Only the first block is ever written (inline content is at most 5000 bytes).
-    if (n.content) n.content.copy(img, p, 0, Math.min(n.content.length, BLOCK_SIZE));
+    if (n.content) writeLatin1(img, n.content.slice(0, BLOCK_SIZE), p);
     else img.fill(0xff, p, p + BLOCK_SIZE);
   } else if (type === S_IFLNK) {
-    img.write(n.payload!, p, 'latin1');
+    writeLatin1(img, n.payload!, p);
   }
 }

@@ -8,7 +8,8 @@ import { S_IFDIR, S_IFMT } from './layout.js';
 
 export interface Xattr {
   key: string;
-  value: Buffer;
+  /** Value bytes as a latin1 string. */
+  value: string;
 }
 
 export interface Inode {
@@ -23,10 +24,10 @@ export interface Inode {
   mtimeNsec: number;
   /** Backing path (regular files) or symlink target; null = unset. */
   payload: string | null;
-  /** Inline file content; null = none. */
-  content: Buffer | null;
-  /** fs-verity SHA-256 digest of the content (32 bytes); null = unknown. */
-  digest: Buffer | null;
+  /** Inline file content (bytes as a latin1 string); null = none. */
+  content: string | null;
+  /** fs-verity SHA-256 digest of the content, 64 lower-case hex characters; null = unknown. */
+  digest: string | null;
   /** In insertion order; keys are unique. */
   xattrs: Xattr[];
   /** Directories only: entries sorted by name (byte order). */
@@ -40,8 +41,8 @@ export interface Dirent {
   link: boolean;
 }
 
-export function newInode(mode: number, fields: Partial<Inode> = {}): Inode {
-  return {
+export function newInode(mode: number, fields?: Partial<Inode>): Inode {
+  const inode: Inode = {
     mode,
     nlink: 1,
     uid: 0,
@@ -55,14 +56,14 @@ export function newInode(mode: number, fields: Partial<Inode> = {}): Inode {
     digest: null,
     xattrs: [],
     children: (mode & S_IFMT) === S_IFDIR ? [] : null,
-    ...fields,
   };
+  return fields ? Object.assign(inode, fields) : inode;
 }
 
 export const isDir = (inode: Inode): boolean => (inode.mode & S_IFMT) === S_IFDIR;
 export const fileType = (inode: Inode): number => inode.mode & S_IFMT;
 
-export function getXattr(inode: Inode, key: string): Buffer | undefined {
+export function getXattr(inode: Inode, key: string): string | undefined {
   for (const x of inode.xattrs) if (x.key === key) return x.value;
   return undefined;
 }
