@@ -1,7 +1,15 @@
-/** cfs-writer: build a composefs image from a composefs-dump file (mkcomposefs --from-file). */
+/**
+ * cfs-writer: build a composefs image from a directory tree or a composefs-dump file,
+ * byte-identical to mkcomposefs 1.0.8; optionally fill an object store and register the image.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { ExitCode, UsageError, intOption, readInput, runMain, writeFileAtomic, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
+import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
+import { buildFromDirectory } from './build.js';
+import type { ExternalFile } from './from-dir.js';
 
 const TOOL = 'cfs-writer';
 /** Dump files are read whole; 4 GiB of text is far beyond any real tree. */
@@ -20,12 +28,20 @@ interface Opts {
   userXattrs?: boolean;
   digestStore?: string;
   threads?: string;
+  relative?: boolean;
+  hardlinks?: boolean;
+  crossFilesystems?: boolean;
+  ignoreErrors?: boolean;
+  snapshot?: boolean;
+  store?: string;
+  name?: string;
+  progress?: boolean;
 }
 
 export function buildProgram(): Command {
   return new Command(TOOL)
-    .description('Build a composefs image, byte-identical to mkcomposefs 1.0.8.')
-    .argument('[SOURCE]', 'composefs-dump file with --from-file (`-` = stdin)')
+    .description('Build a composefs image from a directory or a composefs-dump file, byte-identical to mkcomposefs 1.0.8.')
+    .argument('[SOURCE]', 'directory to snapshot (default: .), or a dump file with --from-file (`-` = stdin)')
     .argument('[IMAGE]', 'output image (default: stdout; `-` = stdout)')
     .option('--from-file', 'SOURCE is a composefs-dump(5) text file')
     .option('-o, --output <IMAGE>', 'output image (same as the IMAGE argument)')
@@ -33,19 +49,29 @@ export function buildProgram(): Command {
     .option('--print-digest-only', 'print the fs-verity digest and write no image')
     .option('--min-version <N>', 'lowest format version to write (0 or 1)')
     .option('--max-version <N>', 'highest format version allowed (0 or 1)')
-    .addOption(new Option('--use-epoch', 'directory input: set all mtimes to 0'))
-    .addOption(new Option('--skip-devices', 'directory input: leave out block and character devices'))
-    .addOption(new Option('--skip-xattrs', 'directory input: read no xattrs'))
-    .addOption(new Option('--user-xattrs', 'directory input: read only user.* xattrs'))
-    .addOption(new Option('--digest-store <DIR>', 'directory input: copy file contents into DIR'))
-    .addOption(new Option('--threads <N>', 'directory input: threads for digests'))
+    .option('--use-epoch', 'directory input: set all mtimes to 0')
+    .option('--skip-devices', 'directory input: leave out block and character devices')
+    .option('--skip-xattrs', 'directory input: read no xattrs')
+    .option('--user-xattrs', 'directory input: read only user.* xattrs')
+    .option('--digest-store <STORE>', 'copy file contents into STORE (a cfs-cas store, or a plain objects directory as mkcomposefs does)')
+    .option('--threads <N>', 'threads for digests (default: CPU count)')
+    .option('--relative', 'redirect each file to its path relative to SOURCE, so base=SOURCE mounts it (no digests)')
+    .option('--hardlinks', 'names with the same inode share one image inode (mkcomposefs gives each name its own)')
+    .option('--cross-filesystems', 'descend into file systems mounted inside SOURCE (default: leave them empty)')
+    .option('--ignore-errors', 'skip unreadable entries, with a count at the end')
+    .option('--snapshot', 'put contents and the image into a cfs-cas store (--store, $CFS_STORE or the default store) and print a summary')
+    .option('--store <STORE>', 'the store for --snapshot')
+    .option('--name <NAME>', 'ref name for --snapshot (default: the directory name)')
+    .addOption(new Option('--no-progress', 'no progress line on stderr'))
     .addHelpText(
       'after',
       `
 Examples:
+  cfs-writer --relative /srv/rootfs > rootfs.img          mount with base=/srv/rootfs
+  cfs-writer --digest-store /cas /srv/rootfs rootfs.img   contents into /cas/objects (or /cas)
+  cfs-writer --snapshot /srv/rootfs                       into the default store, registered
   cfs-writer --from-file rootfs.dump rootfs.img
   zcat rootfs.dump.gz | cfs-writer --from-file - > rootfs.img
-  cfs-writer --from-file --print-digest-only rootfs.dump
 
 Strict dump parsing (as mkcomposefs) is on when CFS_PARSE_STRICT is set.
 With the image on stdout, --print-digest prints the digest on stderr.`,
@@ -54,47 +80,179 @@ With the image on stdout, --print-digest prints the digest on stderr.`,
     .exitOverride();
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+function versions(opts: Opts): { minVersion: number; maxVersion: number } {
+  if (opts.minVersion === undefined && opts.maxVersion === undefined) return { minVersion: 0, maxVersion: 1 };
+  return {
+    minVersion: opts.minVersion !== undefined ? intOption('--min-version', opts.minVersion, 0, 1) : 0,
+    maxVersion: opts.maxVersion !== undefined ? intOption('--max-version', opts.maxVersion, 0, 1) : 0,
+  };
+}
+
+const MiB = 1024 * 1024;
+const fmtBytes = (n: number): string => (n >= 10 * MiB * 1024 ? `${(n / MiB / 1024).toFixed(1)} GiB` : `${(n / MiB).toFixed(1)} MiB`);
+
+/** A progress line on stderr when it is a terminal. */
+class Progress {
+  private readonly on: boolean;
+  private last = 0;
+  private readonly start = Date.now();
+  constructor(enabled: boolean) {
+    this.on = enabled && process.stderr.isTTY === true;
+  }
+  update(text: () => string): void {
+    if (!this.on) return;
+    const now = Date.now();
+    if (now - this.last < 200) return;
+    this.last = now;
+    process.stderr.write(`\r\x1b[K${text()}`);
+  }
+  rate(bytes: number): string {
+    const s = (Date.now() - this.start) / 1000;
+    return s > 0 ? `${fmtBytes(bytes / s)}/s` : '';
+  }
+  done(): void {
+    if (this.on) process.stderr.write('\r\x1b[K');
+  }
+}
+
+interface StoreStats {
+  newObjects: number;
+  newBytes: number;
+  dedupObjects: number;
+  dedupBytes: number;
+}
+
+/** Put the external files' contents into a store: a cfs-cas root or a plain objects dir. */
+function fillStore(target: Store | string, files: ExternalFile[], progress: Progress): StoreStats {
+  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
+  const done = new Set<string>();
+  for (const f of files) {
+    const digest = f.inode.digest!;
+    if (done.has(digest)) {
+      st.dedupObjects++;
+      st.dedupBytes += f.inode.size;
+      continue;
+    }
+    done.add(digest);
+    const added = typeof target === 'string' ? putObjectFile(target, digest, f.path).added : target.putFile(f.path, { digest }).added;
+    if (added) {
+      st.newObjects++;
+      st.newBytes += f.inode.size;
+    } else {
+      st.dedupObjects++;
+      st.dedupBytes += f.inode.size;
+    }
+    progress.update(() => `storing: ${st.newObjects + st.dedupObjects} objects, ${fmtBytes(st.newBytes)} new`);
+  }
+  return st;
+}
+
+async function fromDirectory(source: string, image: string | undefined, opts: Opts): Promise<number> {
+  if (!fs.existsSync(source)) throw new UsageError(`${source}: no such directory`);
+  if (opts.relative && (opts.digestStore || opts.snapshot)) throw new UsageError('--relative does not go with --digest-store or --snapshot');
+  const threads = opts.threads !== undefined ? intOption('--threads', opts.threads, 1, 1024) : undefined;
+  const progress = new Progress(opts.progress !== false);
+
+  let store: Store | string | null = null;
+  if (opts.snapshot) {
+    store = Store.open(opts.store ?? opts.digestStore ?? defaultStorePath(), { create: true });
+  } else if (opts.digestStore) {
+    store = isStoreRoot(opts.digestStore) ? Store.open(opts.digestStore) : opts.digestStore;
+  }
+  let stored: StoreStats | null = null;
   try {
-    program.parse(argv, { from: 'user' });
-  } catch (e) {
-    const ce = e as { exitCode?: number; code?: string };
-    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version') return ExitCode.Ok;
-    return ExitCode.Usage;
-  }
-  const opts = program.opts<Opts>();
-  const [source, imageArg] = program.args as [string?, string?];
-  if (!source) throw new UsageError('no source given (a dump file with --from-file, or - for stdin)');
-  if (!opts.fromFile) throw new UsageError('directory input is not available yet: use --from-file DUMP');
-  if (opts.skipXattrs && opts.userXattrs) throw new UsageError('--skip-xattrs and --user-xattrs conflict');
-  if (imageArg !== undefined && opts.output !== undefined) throw new UsageError('give the image either as an argument or with -o, not both');
-  const image = imageArg ?? opts.output;
-  if (opts.printDigestOnly && image !== undefined) throw new UsageError('cannot give an output image with --print-digest-only');
-  if (opts.threads !== undefined) intOption('--threads', opts.threads, 1, 1024);
+    const result = await buildFromDirectory(source, {
+      ...versions(opts),
+      useEpoch: opts.useEpoch,
+      skipDevices: opts.skipDevices,
+      skipXattrs: opts.skipXattrs,
+      userXattrs: opts.userXattrs,
+      hardlinks: opts.hardlinks,
+      crossFilesystems: opts.crossFilesystems,
+      ignoreErrors: opts.ignoreErrors,
+      relative: opts.relative,
+      threads,
+      onProgress: (n) => progress.update(() => `scanning: ${n} entries`),
+      onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
+      onStore: (files) => {
+        if (store) stored = fillStore(store, files, progress);
+      },
+    });
+    progress.done();
+    const img = result.image;
+    const digest = fsverityDigest(img).toString('hex');
 
-  let minVersion = 0;
-  let maxVersion = 1;
-  if (opts.minVersion !== undefined || opts.maxVersion !== undefined) {
-    minVersion = opts.minVersion !== undefined ? intOption('--min-version', opts.minVersion, 0, 1) : 0;
-    maxVersion = opts.maxVersion !== undefined ? intOption('--max-version', opts.maxVersion, 0, 1) : 0;
-  }
+    if (opts.snapshot) {
+      const s = store as Store;
+      const name = opts.name ?? (path.basename(path.resolve(source)) || 'root');
+      const reg = s.addImage(img, { name });
+      if (image !== undefined && image !== '-') writeFileAtomic(image, img);
+      else if (image === '-') await writeStdout(img);
+      const st = stored as StoreStats | null;
+      const lines = [
+        `${TOOL}: ${result.entries} entries, ${result.external.length} files in objects (${fmtBytes(result.externalBytes)})`,
+        st ? `  objects: ${st.newObjects} new (${fmtBytes(st.newBytes)}), ${st.dedupObjects} deduplicated (${fmtBytes(st.dedupBytes)})` : '',
+        `  image: ${digest} (${fmtBytes(img.length)}), ref ${name}`,
+        `  store: ${s.root}`,
+        `  mount: mount -t composefs -o descriptor=${path.join(s.root, 'images', reg.digest)},basedir=${s.objectsDir} none /mnt`,
+      ].filter((l) => l !== '');
+      if (result.skipped) lines.push(`  skipped ${result.skipped} unreadable entries`);
+      process.stderr.write(lines.join('\n') + '\n');
+      if (opts.printDigest || opts.printDigestOnly) process.stdout.write(`${digest}\n`);
+      return ExitCode.Ok;
+    }
 
+    const toStdout = !opts.printDigestOnly && (image === undefined || image === '-');
+    if (!opts.printDigestOnly) {
+      if (toStdout) await writeStdout(img);
+      else writeFileAtomic(image!, img);
+    }
+    if (opts.printDigest || opts.printDigestOnly) (toStdout ? process.stderr : process.stdout).write(`${digest}\n`);
+    if (result.skipped) process.stderr.write(`${TOOL}: skipped ${result.skipped} unreadable entries\n`);
+    return ExitCode.Ok;
+  } finally {
+    progress.done();
+    if (store instanceof Store) store.close();
+  }
+}
+
+async function fromDump(source: string, image: string | undefined, opts: Opts): Promise<number> {
   const inputName = source === '-' ? 'stdin' : source;
   const text = await readInput(source, MAX_DUMP_SIZE);
   const tree = parseDump(text, { strict: process.env.CFS_PARSE_STRICT !== undefined, input: inputName });
-  const img = encodeImage(tree, { minVersion, maxVersion, input: inputName });
-
+  const img = encodeImage(tree, { ...versions(opts), input: inputName });
   const toStdout = !opts.printDigestOnly && (image === undefined || image === '-');
   if (!opts.printDigestOnly) {
     if (toStdout) await writeStdout(img);
     else writeFileAtomic(image!, img);
   }
   if (opts.printDigest || opts.printDigestOnly) {
-    const line = `${fsverityDigest(img).toString('hex')}\n`;
-    (toStdout ? process.stderr : process.stdout).write(line);
+    (toStdout ? process.stderr : process.stdout).write(`${fsverityDigest(img).toString('hex')}\n`);
   }
   return ExitCode.Ok;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    const ce = e as { code?: string };
+    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version') return ExitCode.Ok;
+    return ExitCode.Usage;
+  }
+  const opts = program.opts<Opts>();
+  const [sourceArg, imageArg] = program.args as [string?, string?];
+  if (opts.skipXattrs && opts.userXattrs) throw new UsageError('--skip-xattrs and --user-xattrs conflict');
+  if (imageArg !== undefined && opts.output !== undefined) throw new UsageError('give the image either as an argument or with -o, not both');
+  const image = imageArg ?? opts.output;
+  if (opts.printDigestOnly && image !== undefined) throw new UsageError('cannot give an output image with --print-digest-only');
+  versions(opts);
+  if (opts.fromFile) {
+    if (!sourceArg) throw new UsageError('no dump file given (- for stdin)');
+    return fromDump(sourceArg, image, opts);
+  }
+  return fromDirectory(sourceArg ?? '.', image, opts);
 }
 
 export const run = (): Promise<void> => runMain(TOOL, () => main(process.argv.slice(2)));

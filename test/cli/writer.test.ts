@@ -75,7 +75,8 @@ describe('cfs-writer --from-file', () => {
     expect(missing.stderr).not.toMatch(/\n\s+at /);
   });
   it('rejects bad command lines with exit 2', () => {
-    expect(runBin('cfs-writer', []).code).toBe(2);
+    expect(runBin('cfs-writer', ['--from-file']).code).toBe(2);
+    expect(runBin('cfs-writer', ['--skip-xattrs', '--user-xattrs', '.']).code).toBe(2);
     expect(runBin('cfs-writer', ['--bogus']).code).toBe(2);
     expect(runBin('cfs-writer', ['--from-file', '--print-digest-only', gen('bigdir', 'dump'), 'x.img']).code).toBe(2);
     expect(runBin('cfs-writer', ['--help']).code).toBe(0);

@@ -1,0 +1,70 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Store, STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { VECTORS } from '../support/vectors.js';
+
+/** Content recipes of ../shared/vectors/objects/digests.tsv. */
+function content(name: string, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  if (name.startsWith('mod251-')) for (let i = 0; i < size; i++) b[i] = (i * 7) % 251;
+  else if (name === 'hello-world') b.write('hello world\n');
+  return b;
+}
+
+const rows = fs
+  .readFileSync(path.join(VECTORS, 'objects', 'digests.tsv'), 'utf8')
+  .trim()
+  .split('\n')
+  .slice(1)
+  .map((l) => l.split('\t'))
+  .filter(([, size]) => Number(size) <= 1 << 21);
+
+const dirs: string[] = [];
+export function tmpStore(): Store {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cas-'));
+  dirs.push(d);
+  return Store.open(path.join(d, 'store'), { create: true });
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe('store layout', () => {
+  it('names objects as objects/XX/REST by fs-verity digest (shared vectors)', () => {
+    const store = tmpStore();
+    expect(rows.length).toBeGreaterThan(10);
+    for (const [name, size, , digest] of rows) {
+      const r = store.putBuffer(content(name, Number(size)));
+      expect(r.digest, name).toBe(digest);
+      expect(objectRelPath(digest)).toBe(`${digest.slice(0, 2)}/${digest.slice(2)}`);
+      expect(fs.readFileSync(path.join(store.objectsDir, objectRelPath(digest)))).toEqual(content(name, Number(size)));
+      expect(store.has(digest)).toBe(true);
+    }
+    store.close();
+  });
+
+  it('putFile computes the same digest, dedups, and accepts Buffer paths', () => {
+    const store = tmpStore();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-src-'));
+    dirs.push(dir);
+    const name = Buffer.concat([Buffer.from(dir + '/'), Buffer.from([0x66, 0xff, 0x6f])]);
+    fs.writeFileSync(name, 'hello world\n');
+    const a = store.putFile(name);
+    expect(a).toMatchObject({ digest: rows.find((r) => r[0] === 'hello-world')![3], size: 12, added: true });
+    expect(store.putFile(name)).toMatchObject({ digest: a.digest, added: false });
+    const mode = fs.statSync(path.join(store.objectsDir, objectRelPath(a.digest))).mode & 0o777;
+    expect(mode).toBe(0o644);
+    store.close();
+  });
+
+  it('marks the root and finds the default path', () => {
+    const store = tmpStore();
+    expect(isStoreRoot(store.root)).toBe(true);
+    expect(fs.existsSync(path.join(store.root, STORE_MARKER))).toBe(true);
+    expect(defaultStorePath({ CFS_STORE: '/x' })).toBe('/x');
+    expect(defaultStorePath({ XDG_DATA_HOME: '/d', HOME: '/h' })).toBe('/d/composefs-ts/store');
+    expect(defaultStorePath({ HOME: '/h' })).toBe('/h/.local/share/composefs-ts/store');
+  });
+});

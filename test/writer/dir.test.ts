@@ -1,0 +1,117 @@
+/**
+ * Directory input against the vectors made by upstream mkcomposefs from
+ * ../shared/vectors/make-tree.sh, plus our own modes (--relative, --hardlinks, --snapshot).
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeImage, dumpToString } from '../../format/index.js';
+import { runBin } from '../cli/run.js';
+import { VECTORS } from '../support/vectors.js';
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const dirs = (f: string): string => path.join(VECTORS, 'dirs', f);
+const expectedSha = (name: string): string => fs.readFileSync(dirs(`${name}.sha256`), 'utf8').trim().split(/\s+/)[0];
+
+const isRoot = process.getuid?.() === 0;
+const hasTools = spawnSync('sh', ['-c', 'command -v setfattr && command -v python3 && command -v mknod']).status === 0;
+const reason = !isRoot ? 'not root (make-tree.sh needs mknod, chown and trusted.* xattrs)' : !hasTools ? 'setfattr/python3/mknod missing' : null;
+if (reason) console.log(`directory vector tests skipped: ${reason}`);
+
+describe.runIf(!reason)('cfs-writer DIR matches mkcomposefs on make-tree.sh', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-dir-'));
+  const tree = path.join(tmp, 'tree');
+  beforeAll(() => {
+    const r = spawnSync('bash', [path.join(VECTORS, 'make-tree.sh'), tree], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`make-tree.sh failed: ${r.stderr}`);
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('plain: image and dump', () => {
+    const r = runBin('cfs-writer', [tree]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(r.stdout)).toBe(expectedSha('tree-plain'));
+    expect(dumpToString(decodeImage(r.stdout).root)).toBe(fs.readFileSync(dirs('tree-plain.canonical.dump'), 'latin1'));
+  });
+  it('--use-epoch', () => {
+    const out = path.join(tmp, 'epoch.img');
+    expect(runBin('cfs-writer', ['--use-epoch', tree, out]).code).toBe(0);
+    expect(sha(fs.readFileSync(out))).toBe(expectedSha('tree-epoch'));
+  });
+  it('--digest-store into a plain directory, as mkcomposefs', () => {
+    const store = path.join(tmp, 'plain-store');
+    const out = path.join(tmp, 'store.img');
+    expect(runBin('cfs-writer', ['--digest-store', store, tree, out]).code).toBe(0);
+    expect(sha(fs.readFileSync(out))).toBe(expectedSha('tree-store'));
+    const files = (fs.readdirSync(store, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(store, f)).isFile()).sort();
+    expect(files.join('\n') + '\n').toBe(fs.readFileSync(dirs('store-objects.txt'), 'utf8'));
+    // every object holds the content its name promises
+    for (const f of files) {
+      const m = runBin('cfs-dump', ['measure-file', path.join(store, f)]);
+      expect(m.stdout.toString().trim()).toBe(f.replace('/', ''));
+    }
+    // running again adds nothing and gives the same image
+    expect(runBin('cfs-writer', ['--digest-store', store, tree, out]).code).toBe(0);
+    expect(sha(fs.readFileSync(out))).toBe(expectedSha('tree-store'));
+  });
+  it('--relative: redirects are paths under DIR', () => {
+    const r = runBin('cfs-writer', ['--relative', tree]);
+    expect(r.code).toBe(0);
+    const objects = runBin('cfs-dump', ['objects', '-'], { input: r.stdout });
+    const list = objects.stdout.toString().trim().split('\n');
+    expect(list).toContain('sizes/three-mib');
+    expect(list).toContain('link-a');
+    for (const o of list) expect(fs.existsSync(path.join(tree, o))).toBe(true);
+    const missing = runBin('cfs-dump', ['missing-objects', '--basedir', tree, '-'], { input: r.stdout });
+    expect(missing.stdout.toString()).toBe('');
+  });
+  it('--hardlinks: names of one inode share an image inode', () => {
+    const plain = dumpToString(decodeImage(runBin('cfs-writer', [tree]).stdout).root);
+    expect(plain).toMatch(/^\/link-b \d+ 100644 1 /m);
+    const linked = dumpToString(decodeImage(runBin('cfs-writer', ['--hardlinks', tree]).stdout).root);
+    expect(linked).toMatch(/^\/link-a 68 100644 2 /m);
+    expect(linked).toMatch(/^\/link-b 68 @100644 2 0 0 0 \S+ \/link-a /m);
+  });
+  it('--snapshot: objects and image into a cfs-cas store, with a summary', () => {
+    const store = path.join(tmp, 'cas');
+    const r = runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 'demo', tree]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/411 entries/);
+    expect(r.stderr).toMatch(/objects: 7 new/);
+    expect(r.stderr).toMatch(/mount -t composefs -o descriptor=/);
+    const image = fs.readFileSync(path.join(store, 'refs', 'demo'));
+    expect(sha(image)).toBe(expectedSha('tree-plain'));
+    const missing = runBin('cfs-dump', ['missing-objects', '--basedir', path.join(store, 'objects'), path.join(store, 'refs', 'demo')]);
+    expect(missing.stdout.toString()).toBe('');
+    const again = runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 'demo', tree]);
+    expect(again.stderr).toMatch(/objects: 0 new .*, 8 deduplicated/);
+  });
+});
+
+describe('cfs-writer DIR errors', () => {
+  it('names a missing directory', () => {
+    const r = runBin('cfs-writer', ['/nonexistent/dir']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/nonexistent\/dir/);
+  });
+  it.runIf(isRoot)('reports an unreadable entry, or skips it with --ignore-errors', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-err-'));
+    try {
+      fs.writeFileSync(path.join(tmp, 'ok'), 'x'.repeat(100));
+      // a path longer than PATH_MAX cannot be read through a full path
+      const d = 'd'.repeat(250);
+      spawnSync('sh', ['-c', `cd "${tmp}" && for i in $(seq 20); do mkdir ${d} && cd ${d}; done`]);
+      const r = runBin('cfs-writer', [tmp]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^cfs-writer: .*ddd.*: CFS_IO: cannot/m);
+      const ok = runBin('cfs-writer', ['--ignore-errors', tmp]);
+      expect(ok.code).toBe(0);
+      expect(ok.stderr).toMatch(/skipped \d+ unreadable entries/);
+    } finally {
+      spawnSync('rm', ['-rf', tmp]); // rm walks relative to each directory: the path is too long for fs.rmSync
+    }
+  });
+});

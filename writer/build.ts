@@ -1,0 +1,67 @@
+/** cfs-writer's directory mode: scan, digest, optionally fill a store, encode. */
+import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
+import { objectRelPath } from '../cas/store.js';
+import { type ExternalFile, type ScanOptions, scanDirectory } from './from-dir.js';
+import { HashPool, defaultThreads } from './hash-pool.js';
+
+
+export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
+  /** Payload = path relative to the directory (mount with base=DIR); no digests. */
+  relative?: boolean;
+  threads?: number;
+  minVersion?: number;
+  maxVersion?: number;
+  /** Called once the external files have their digests, before encoding (e.g. to store them). */
+  onStore?: (files: ExternalFile[]) => void | Promise<void>;
+  onHashProgress?: (done: number, bytes: number) => void;
+}
+
+export interface BuildResult {
+  image: Buffer;
+  entries: number;
+  skipped: number;
+  external: ExternalFile[];
+  externalBytes: number;
+}
+
+export async function buildFromDirectory(dir: string | Buffer, opts: BuildOptions = {}): Promise<BuildResult> {
+  // Hash on worker threads while the tree is still being scanned.
+  const failed: string[] = [];
+  let done = 0;
+  let bytes = 0;
+  let external: ExternalFile[] = [];
+  const pool = opts.relative
+    ? null
+    : new HashPool(opts.threads ?? defaultThreads(), (i, r) => {
+        const f = external[i];
+        if (r.digest === undefined) {
+          failed.push(`${f.path.toString('latin1')}: ${r.code ?? ''} ${r.error}`);
+          return;
+        }
+        if (r.size !== f.inode.size) failed.push(`${f.path.toString('latin1')}: changed while reading (${f.inode.size} → ${r.size} bytes)`);
+        f.inode.digest = r.digest;
+        f.inode.payload = objectRelPath(r.digest);
+        done++;
+        bytes += r.size ?? 0;
+        if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
+      });
+  try {
+    const scan = scanDirectory(dir, {
+      ...opts,
+      onExternal: (file) => {
+        if (pool) pool.submit(file.path);
+        else file.inode.payload = file.rel;
+      },
+    });
+    external = scan.external;
+    await pool?.drain();
+    if (failed.length) {
+      throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
+    }
+    if (opts.onStore) await opts.onStore(scan.external);
+    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir) });
+    return { image, entries: scan.entries, skipped: scan.skipped, external: scan.external, externalBytes: scan.externalBytes };
+  } finally {
+    await pool?.close();
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Directory input: read a tree from the file system into the format's tree model, the way
+ * mkcomposefs does (lstat, readlink, xattrs without following symlinks, no hardlink detection
+ * unless asked), then fill in file contents (≤ 64 bytes inline) or fs-verity digests.
+ */
+import * as fs from 'node:fs';
+import {
+  CfsError,
+  ErrorCode,
+  MAX_NAME_LEN,
+  PATH_MAX,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  type Dirent,
+  type Inode,
+  newInode,
+} from '../format/index.js';
+import { setXattr } from '../format/dumpfile.js';
+import { readXattrs } from './xattrs.js';
+
+/** Files up to this size are stored in the image itself (mkcomposefs's recommended maximum). */
+export const INLINE_MAX = 64;
+
+export interface ScanOptions {
+  useEpoch?: boolean;
+  skipDevices?: boolean;
+  skipXattrs?: boolean;
+  userXattrs?: boolean;
+  /** Names with the same dev+ino share one image inode. */
+  hardlinks?: boolean;
+  /** Descend into other file systems mounted inside the tree. */
+  crossFilesystems?: boolean;
+  /** Skip unreadable entries (counted) instead of failing. */
+  ignoreErrors?: boolean;
+  /** Called every few hundred entries. */
+  onProgress?: (entries: number) => void;
+  /** Called for each external file as it is found (its index in `external`). */
+  onExternal?: (file: ExternalFile, index: number) => void;
+}
+
+/** A regular file whose content lives outside the image. */
+export interface ExternalFile {
+  inode: Inode;
+  /** Absolute or DIR-relative path as given, in bytes. */
+  path: Buffer;
+  /** Path relative to the scanned directory, latin1. */
+  rel: string;
+}
+
+export interface ScanResult {
+  root: Inode;
+  /** Regular files larger than INLINE_MAX, in depth-first name order. */
+  external: ExternalFile[];
+  entries: number;
+  /** Entries skipped with ignoreErrors. */
+  skipped: number;
+  externalBytes: number;
+}
+
+const SLASH = Buffer.from('/');
+const NSEC = 1_000_000_000n;
+
+function describeErrno(e: NodeJS.ErrnoException): string {
+  return `${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '').replace(/, \w+ '.*'$/, '')}`;
+}
+
+/** Scan `dir` (bytes or string path). Throws CfsError naming the failing path. */
+export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): ScanResult {
+  const top = typeof dir === 'string' ? Buffer.from(dir) : dir;
+  const res: ScanResult = { root: null as unknown as Inode, external: [], entries: 0, skipped: 0, externalBytes: 0 };
+  const byDevIno = new Map<string, Inode>();
+  let rootDev = -1n;
+
+  const fail = (path: Buffer, what: string, e: unknown): never => {
+    const msg = e instanceof Error && (e as NodeJS.ErrnoException).code ? describeErrno(e as NodeJS.ErrnoException) : String((e as Error)?.message ?? e);
+    throw new CfsError(ErrorCode.Io, `${what}: ${msg}`, { input: path.toString('latin1') });
+  };
+
+  /** Load one entry; null when it is skipped. */
+  const load = (path: Buffer, rel: string): Inode | null => {
+    let st: fs.BigIntStats;
+    try {
+      st = fs.lstatSync(path, { bigint: true });
+    } catch (e) {
+      if (opts.ignoreErrors && rel !== '') {
+        res.skipped++;
+        return null;
+      }
+      return fail(path, 'cannot stat', e);
+    }
+    const mode = Number(st.mode);
+    const type = mode & S_IFMT;
+    if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) return null;
+    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1n) {
+      const key = `${st.dev}:${st.ino}`;
+      const seen = byDevIno.get(key);
+      if (seen) {
+        seen.nlink++;
+        res.entries++;
+        return seen;
+      }
+    }
+    const inode = newInode(mode);
+    inode.uid = Number(st.uid & 0xffffffffn);
+    inode.gid = Number(st.gid & 0xffffffffn);
+    inode.rdev = Number(st.rdev & 0xffffffffn);
+    inode.size = Number(st.size);
+    if (!opts.useEpoch) {
+      const ns = st.mtimeNs;
+      const nsec = ((ns % NSEC) + NSEC) % NSEC;
+      inode.mtimeSec = (ns - nsec) / NSEC;
+      inode.mtimeNsec = Number(nsec);
+    }
+    try {
+      if (type === S_IFLNK) {
+        const target = fs.readlinkSync(path, { encoding: 'buffer' });
+        if (target.length === 0 || target.length >= PATH_MAX) throw new Error(`symlink target of ${target.length} bytes`);
+        inode.payload = target.toString('latin1');
+        inode.size = target.length;
+      } else if (type === S_IFREG && inode.size > 0 && inode.size <= INLINE_MAX) {
+        const data = fs.readFileSync(path);
+        inode.content = data.toString('latin1');
+        inode.size = data.length;
+      }
+      if (!opts.skipXattrs) {
+        let budget = 0;
+        const filter = opts.userXattrs ? (name: string): boolean => name.startsWith('user.') : undefined;
+        for (const [key, value] of readXattrs(path, filter)) budget = setXattr(inode.xattrs, key, value, budget);
+      }
+    } catch (e) {
+      if (opts.ignoreErrors && rel !== '') {
+        res.skipped++;
+        return null;
+      }
+      return fail(path, 'cannot read', e);
+    }
+    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1n) byDevIno.set(`${st.dev}:${st.ino}`, inode);
+    if (type === S_IFREG && inode.size > INLINE_MAX) {
+      const file = { inode, path, rel };
+      res.external.push(file);
+      res.externalBytes += inode.size;
+      opts.onExternal?.(file, res.external.length - 1);
+    }
+    res.entries++;
+    if (opts.onProgress && res.entries % 512 === 0) opts.onProgress(res.entries);
+    if (type === S_IFDIR) {
+      if (rel === '') rootDev = st.dev;
+      else if (st.dev !== rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
+      readChildren(inode, path, rel);
+    }
+    return inode;
+  };
+
+  const readChildren = (dir: Inode, path: Buffer, rel: string): void => {
+    let names: Buffer[];
+    try {
+      names = fs.readdirSync(path, { encoding: 'buffer' });
+    } catch (e) {
+      if (opts.ignoreErrors && rel !== '') {
+        res.skipped++;
+        return;
+      }
+      return fail(path, 'cannot read directory', e);
+    }
+    const sorted = names.map((n) => n.toString('latin1')).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const children: Dirent[] = [];
+    for (const name of sorted) {
+      if (name.length > MAX_NAME_LEN) fail(path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
+      const nameBuf = Buffer.from(name, 'latin1');
+      const childPath = Buffer.concat([path, SLASH, nameBuf]);
+      const child = load(childPath, rel === '' ? name : `${rel}/${name}`);
+      if (!child) continue;
+      // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
+      let link = false;
+      if (opts.hardlinks && (child.mode & S_IFMT) !== S_IFDIR) {
+        link = owned.has(child);
+        owned.add(child);
+      }
+      children.push({ name, inode: child, link });
+    }
+    dir.children = children;
+  };
+
+  const owned = new Set<Inode>();
+
+  const root = load(top, '');
+  if (!root || (root.mode & S_IFMT) !== S_IFDIR) {
+    throw new CfsError(ErrorCode.Usage, 'not a directory', { input: top.toString('latin1') });
+  }
+  res.root = root;
+  return res;
+}

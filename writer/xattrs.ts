@@ -1,0 +1,60 @@
+/**
+ * Extended attributes of a path without following symlinks (llistxattr/lgetxattr through koffi),
+ * with byte-exact paths, names and values: file names need not be UTF-8.
+ */
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+const llistxattr = libc.func('long llistxattr(const void *path, _Out_ void *list, size_t size)');
+const lgetxattr = libc.func('long lgetxattr(const void *path, const void *name, _Out_ void *value, size_t size)');
+
+const ENODATA = 61;
+const ENOTSUP = 95;
+const ERANGE = 34;
+const MAX = 65536;
+
+export class XattrError extends Error {
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
+
+/** All xattrs of `path` as latin1 (name, value) strings, in listing order. */
+export function readXattrs(path: Buffer, filter?: (name: string) => boolean): [string, string][] {
+  const p = cPath(path);
+  let buf = Buffer.allocUnsafe(4096);
+  let n = llistxattr(p, buf, buf.length) as number;
+  if (n < 0 && koffi.errno() === ERANGE) {
+    const size = llistxattr(p, null, 0) as number;
+    buf = Buffer.allocUnsafe(Math.max(size, 1));
+    n = llistxattr(p, buf, buf.length) as number;
+  }
+  if (n < 0) {
+    const errno = koffi.errno();
+    if (errno === ENOTSUP) return [];
+    throw new XattrError(errno, `listing xattrs failed (errno ${errno})`);
+  }
+  const out: [string, string][] = [];
+  const value = Buffer.allocUnsafe(MAX);
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    if (buf[i] !== 0) continue;
+    const nameBytes = buf.subarray(start, i + 1);
+    const name = buf.toString('latin1', start, i);
+    start = i + 1;
+    if (filter && !filter(name)) continue;
+    const len = lgetxattr(p, nameBytes, value, value.length) as number;
+    if (len < 0) {
+      const errno = koffi.errno();
+      if (errno === ENODATA) continue; // removed meanwhile
+      throw new XattrError(errno, `reading xattr ${name} failed (errno ${errno})`);
+    }
+    out.push([name, value.toString('latin1', 0, len)]);
+  }
+  return out;
+}
