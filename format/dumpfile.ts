@@ -128,17 +128,6 @@ function parseU64(text: string, base: 8 | 10): number | bigint {
   else if (neg) v = -v & U64_MAX;
   return v < 2n ** 53n ? Number(v) : v;
 }
-let lastNum = -1;
-let lastBig = 0n;
-/** BigInt(n), remembering the last one: mtimes repeat from line to line. */
-function toBigInt(n: number): bigint {
-  if (n !== lastNum) {
-    lastNum = n;
-    lastBig = BigInt(n);
-  }
-  return lastBig;
-}
-
 /** Truncate to u32, as the library's u32 fields do. */
 const u32 = (v: number | bigint): number => (typeof v === 'number' ? v >>> 0 : Number(v & 0xffffffffn));
 const isZero = (v: number | bigint): boolean => v === 0 || v === 0n;
@@ -186,6 +175,10 @@ interface ParseState {
   fixups: LinkFixup[];
   linkOf: Map<Dirent, Dirent | Inode>;
   strict: boolean;
+  /** Scratch: the 11 fixed fields of the current line. */
+  fields: string[];
+  lastSec: number;
+  lastSecBig: bigint;
 }
 
 const FIELD_COUNT = 11;
@@ -212,9 +205,8 @@ function lookupPath(root: Inode, path: string): Dirent | Inode | null {
   return found;
 }
 
-const fields = new Array<string>(FIELD_COUNT);
-
 function parseLine(st: ParseState, line: string): void {
+  const fields = st.fields;
   if (line.indexOf('\0') !== -1) fail(`Invalid embedded NUL character at position ${line.indexOf('\0')}`);
 
   let p = 0;
@@ -311,7 +303,16 @@ function parseLine(st: ParseState, line: string): void {
   inode.gid = u32(gid);
   if (type === S_IFCHR || type === S_IFBLK) inode.rdev = u32(rdev);
   else if (st.strict && !isZero(rdev)) fail('Non-zero devnum on non-device');
-  inode.mtimeSec = typeof sec === 'number' ? toBigInt(sec) : BigInt.asIntN(64, sec);
+  if (typeof sec === 'number') {
+    // mtimes repeat from line to line: reuse the last BigInt
+    if (sec !== st.lastSec) {
+      st.lastSec = sec;
+      st.lastSecBig = BigInt(sec);
+    }
+    inode.mtimeSec = st.lastSecBig;
+  } else {
+    inode.mtimeSec = BigInt.asIntN(64, sec);
+  }
   inode.mtimeNsec = u32(nsec);
 
   if (type === S_IFLNK) {
@@ -402,7 +403,7 @@ function lookupLinkTarget(root: Inode, path: string): Dirent | Inode | null {
 
 /** Parse composefs-dump text into a tree. Throws CfsError naming the input and line. */
 export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
-  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict };
+  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), lastSec: -1, lastSecBig: 0n };
   let lineNo = 0;
   let pos = 0;
   const len = text.length;

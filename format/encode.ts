@@ -229,27 +229,36 @@ function set(n: ENode, key: string, value: string, input?: string): void {
 const EMPTY = '';
 const X = 'x';
 const Y = 'y';
-const metacopyBuf = Buffer.alloc(4 + 32);
-metacopyBuf.set(METACOPY_HEADER);
 /** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
 function metacopyValue(hex: string): string {
-  metacopyBuf.write(hex, 4, 'hex');
-  return readLatin1(metacopyBuf, 0, metacopyBuf.length);
+  const b = Buffer.allocUnsafe(4 + 32);
+  b.set(METACOPY_HEADER);
+  b.write(hex, 4, 'hex');
+  return readLatin1(b, 0, b.length);
 }
 
-let lastS64: bigint | null = null;
-let lastLo = 0;
-let lastHi = 0;
-/** Write a signed 64-bit value (most inodes share a few mtimes: remember the last one). */
-function writeS64(img: Buffer, v: bigint, at: number): void {
-  if (v !== lastS64) {
-    const u = BigInt.asUintN(64, v);
-    lastLo = Number(u & 0xffffffffn);
-    lastHi = Number(u >> 32n);
-    lastS64 = v;
-  }
-  img.writeUInt32LE(lastLo, at);
-  img.writeUInt32LE(lastHi, at + 4);
+/** Writes signed 64-bit values; most inodes share a few mtimes, so it keeps the last one. */
+function s64Writer(): (img: Buffer, v: bigint, at: number) => void {
+  let last: bigint | null = null;
+  let lo = 0;
+  let hi = 0;
+  return (img, v, at) => {
+    if (v !== last) {
+      const u = BigInt.asUintN(64, v);
+      lo = Number(u & 0xffffffffn);
+      hi = Number(u >> 32n);
+      last = v;
+    }
+    img.writeUInt32LE(lo, at);
+    img.writeUInt32LE(hi, at + 4);
+  };
+}
+
+/** What writeInode needs besides the node. */
+interface WriteContext {
+  sharedBase: number;
+  bitCache: Map<string, number>;
+  writeS64: (img: Buffer, v: bigint, at: number) => void;
 }
 
 /** chunkbits and chunk count of an external file (chunk-based, every chunk a hole). */
@@ -623,8 +632,8 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
   img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  const bitCache = new Map<string, number>();
-  for (const n of nodes) writeInode(img, n, sharedBase, bitCache);
+  const ctx: WriteContext = { sharedBase, bitCache: new Map(), writeS64: s64Writer() };
+  for (const n of nodes) writeInode(img, n, ctx);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x);
   for (const n of nodes) writeData(img, n);
@@ -658,7 +667,7 @@ function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to
   for (let i = from; i < to; i++) q += writeLatin1(img, entries[i].name, q);
 }
 
-function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<string, number>): void {
+function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
   const type = typeOf(n);
   let pos = n.nid * SLOT_SIZE;
   let layout: number = n.tail > 0 ? DataLayout.FlatInline : DataLayout.FlatPlain;
@@ -706,14 +715,14 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<str
     img.writeUInt32LE(n.ino, pos + I.ino);
     img.writeUInt32LE(n.uid, pos + I.uid);
     img.writeUInt32LE(n.gid, pos + I.gid);
-    writeS64(img, n.mtimeSec, pos + I.mtime);
+    ctx.writeS64(img, n.mtimeSec, pos + I.mtime);
     img.writeUInt32LE(n.mtimeNsec, pos + I.mtimeNsec);
     img.writeUInt32LE(n.nlink, pos + I.nlink);
     pos += INODE_EXTENDED.SIZE;
   }
   if (n.xattrSize > 0) {
     const X = XATTR_IBODY_HEADER.off;
-    img.writeUInt32LE(xattrFilter(n, bitCache), pos + X.nameFilter);
+    img.writeUInt32LE(xattrFilter(n, ctx.bitCache), pos + X.nameFilter);
     img[pos + X.sharedCount] = n.nShared;
     // the first 128 shareable xattrs (in key order) are references, the rest inline
     let p = pos + XATTR_IBODY_HEADER.SIZE;
@@ -721,7 +730,7 @@ function writeInode(img: Buffer, n: ENode, sharedBase: number, bitCache: Map<str
     let refs = 0;
     for (let i = 0; i < pairs.length; i++) {
       if (pairs[i].offset >= 0 && refs < n.nShared) {
-        img.writeUInt32LE((sharedBase + pairs[i].offset) / 4, p);
+        img.writeUInt32LE((ctx.sharedBase + pairs[i].offset) / 4, p);
         p += 4;
         refs++;
       }
