@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import { runHelper } from "../dist/mount/cli.js";
+await runHelper();

@@ -1,0 +1,185 @@
+/**
+ * mount.composefs (the mount(8) helper: `mount -t composefs -o descriptor=IMG,base=DIR none MNT`)
+ * and cfs-mount (mount, umount, install-helper).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { ExitCode, UsageError, reportError, runMain } from '../cli-kit/index.js';
+import { CfsError, ErrorCode } from '../format/index.js';
+import { isStoreRoot } from '../cas/store.js';
+import { mountComposefs, unmount } from './kernel.js';
+import { checkMountPath, parseComposefsOptions } from './options.js';
+
+/** mount(8)'s exit code for a failed mount. */
+const MOUNT_FAILURE = 32;
+
+/** A cfs-cas store root stands for its objects directory. */
+const resolveBase = (dir: string): string => (isStoreRoot(dir) ? path.join(dir, 'objects') : dir);
+
+const STATE_DIR = '/run/composefs-ts/mounts';
+const stateFile = (target: string): string => path.join(STATE_DIR, Buffer.from(path.resolve(target)).toString('hex') + '.json');
+
+interface MountState {
+  target: string;
+  image: string;
+  basedirs: string[];
+  upperdir?: string;
+  /** tmpfs holding upper and work dirs, unmounted with the overlay. */
+  tmpfs?: string;
+}
+
+/** mount.composefs SPEC DIR [-sfnv] [-N ns] [-o OPTIONS] [-t TYPE] */
+export async function mountHelperMain(argv: string[]): Promise<number> {
+  const positional: string[] = [];
+  let opts = '';
+  let fake = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-o') opts += (opts ? ',' : '') + (argv[++i] ?? '');
+    else if (a.startsWith('-o')) opts += (opts ? ',' : '') + a.slice(2);
+    else if (a === '-t' || a === '-N') i++;
+    else if (/^-[sfnvrw]+$/.test(a)) fake ||= a.includes('f');
+    else positional.push(a);
+  }
+  if (positional.length !== 2) {
+    process.stderr.write('usage: mount.composefs SOURCE MOUNTPOINT -o descriptor=IMAGE,base=DIR[,upperdir=U,workdir=W]\n');
+    return 1;
+  }
+  const [source, target] = positional;
+  try {
+    const o = parseComposefsOptions(source, opts, resolveBase);
+    if (!fake) mountComposefs(o, path.resolve(target));
+    return ExitCode.Ok;
+  } catch (e) {
+    const code = reportError('mount.composefs', e);
+    return code === ExitCode.Usage ? 1 : MOUNT_FAILURE;
+  }
+}
+
+function resolveImage(image: string, store?: string): string {
+  if (fs.existsSync(image)) return path.resolve(image);
+  if (store) {
+    for (const p of [path.join(store, 'refs', image), path.join(store, 'images', image)]) if (fs.existsSync(p)) return fs.realpathSync(p);
+  }
+  throw new CfsError(ErrorCode.Io, store ? 'no such image file, ref or image digest in the store' : 'no such image file', { input: image });
+}
+
+export function buildCfsMount(): Command {
+  const program = new Command('cfs-mount')
+    .description('Mount composefs images (erofs + overlayfs), optionally writable.')
+    .showHelpAfterError("(run 'cfs-mount --help' for usage)")
+    .exitOverride();
+
+  program
+    .command('mount', { isDefault: true })
+    .description('mount IMAGE (a file, or a ref or image digest of --store) at MOUNTPOINT')
+    .argument('<IMAGE>')
+    .argument('<MOUNTPOINT>')
+    .option('--store <STORE>', 'cfs-cas store: objects from STORE/objects, IMAGE may be a ref')
+    .option('--base <DIR>', 'object directory (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--writable', 'writable mount: changes go to an upper directory')
+    .option('--upper <DIR>', 'with --writable: keep upper/ and work/ in DIR (default: a tmpfs)')
+    .option('--fallback', 'plain lower-layer list instead of data-only layers (kernels before 6.5)')
+    .option('--check', 'refuse to mount when objects are missing (else reading them gives EIO)')
+    .option('--digest <HEX>', 'the fs-verity digest the image must have')
+    .option('--verity', 'require fs-verity on every object')
+    .action((imageArg: string, target: string, o: { store?: string; base?: string[]; writable?: boolean; upper?: string; fallback?: boolean; check?: boolean; digest?: string; verity?: boolean }) => {
+      if (!o.store && !o.base) throw new UsageError('give --store STORE or --base DIR');
+      const image = resolveImage(imageArg, o.store);
+      const bases = [...(o.store ? [o.store] : []), ...(o.base ?? [])];
+      const list = [`descriptor=${image}`, ...bases.map((b) => `base=${b}`)];
+      if (o.digest) list.push(`digest=${o.digest}`);
+      if (o.verity) list.push('verity');
+      if (o.fallback) list.push('legacy');
+      const state: MountState = { target: path.resolve(target), image, basedirs: [] };
+      let tmpfs: string | undefined;
+      if (o.writable) {
+        let dir = o.upper ? path.resolve(o.upper) : undefined;
+        if (!dir) {
+          fs.mkdirSync('/run/composefs-ts', { recursive: true, mode: 0o700 });
+          dir = tmpfs = fs.mkdtempSync('/run/composefs-ts/rw-');
+          const r = mountTmpfs(dir);
+          if (r) throw new CfsError(ErrorCode.Io, `mounting a tmpfs for the upper layer failed: ${r}`, { input: dir });
+        }
+        checkMountPath('upper directory', dir);
+        fs.mkdirSync(path.join(dir, 'upper'), { recursive: true });
+        fs.mkdirSync(path.join(dir, 'work'), { recursive: true });
+        list.push(`upperdir=${path.join(dir, 'upper')}`, `workdir=${path.join(dir, 'work')}`);
+        state.upperdir = path.join(dir, 'upper');
+        state.tmpfs = tmpfs;
+      }
+      const opts = parseComposefsOptions('none', list.join(','), resolveBase);
+      state.basedirs = opts.basedirs;
+      try {
+        const r = mountComposefs(opts, path.resolve(target), { check: o.check });
+        if (r.form === 'legacy' && !o.fallback) process.stderr.write('cfs-mount: this kernel has no data-only layers; mounted with the plain lower-layer list\n');
+      } catch (e) {
+        if (tmpfs) unmountQuiet(tmpfs);
+        throw e;
+      }
+      fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(stateFile(target), JSON.stringify(state) + '\n');
+      if (state.upperdir) fs.writeFileSync(path.join(path.dirname(state.upperdir), 'lower.json'), JSON.stringify({ image, basedirs: state.basedirs }) + '\n');
+    });
+
+  program
+    .command('umount')
+    .description('unmount MOUNTPOINT (and the tmpfs of a --writable mount)')
+    .argument('<MOUNTPOINT>')
+    .action((target: string) => {
+      unmount(path.resolve(target));
+      const f = stateFile(target);
+      if (fs.existsSync(f)) {
+        const state = JSON.parse(fs.readFileSync(f, 'utf8')) as MountState;
+        if (state.tmpfs) unmountQuiet(state.tmpfs);
+        fs.rmSync(f);
+      }
+    });
+
+  program
+    .command('install-helper')
+    .description('install mount.composefs where mount(8) looks for it')
+    .option('--dir <DIR>', 'where to put it', '/sbin')
+    .action((o: { dir: string }) => {
+      const launcher = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/mount.composefs.js');
+      const dest = path.join(o.dir, 'mount.composefs');
+      fs.writeFileSync(dest, `#!/bin/sh\n# installed by cfs-mount install-helper\nexec "${process.execPath}" "${launcher}" "$@"\n`, { mode: 0o755 });
+      process.stdout.write(`installed ${dest}\n`);
+    });
+  return program;
+}
+
+function mountTmpfs(dir: string): string | null {
+  const r = spawnSyncText('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'composefs-upper', dir]);
+  return r;
+}
+
+function unmountQuiet(dir: string): void {
+  spawnSyncText('umount', [dir]);
+  fs.rmSync(dir, { recursive: false, force: true });
+}
+
+import { spawnSync } from 'node:child_process';
+function spawnSyncText(cmd: string, args: string[]): string | null {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return r.status === 0 ? null : (r.stderr || r.error?.message || 'failed').trim();
+}
+
+export async function cfsMountMain(argv: string[]): Promise<number> {
+  const program = buildCfsMount();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    const ce = e as { code?: string };
+    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.help') return ExitCode.Ok;
+    if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) return ExitCode.Usage;
+    throw e;
+  }
+  return ExitCode.Ok;
+}
+
+export const run = (): Promise<void> => runMain('cfs-mount', () => cfsMountMain(process.argv.slice(2)));
+export const runHelper = async (): Promise<void> => {
+  process.exitCode = await mountHelperMain(process.argv.slice(2));
+};
