@@ -8,6 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, FsVerityHasher, S_IFMT, S_IFREG, decodeImage, fsverityDigest } from '../format/index.js';
+import { Index } from './index.js';
+import { LOCK_EX, LOCK_SH, enableVerity, flock } from './sys.js';
 
 export const STORE_MARKER = 'composefs-ts-store.json';
 const MARKER = { format: 'composefs-ts store', version: 1, blockSize: 4096, hash: 'fs-verity-sha256' };
@@ -36,9 +38,9 @@ export function defaultStorePath(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 let tmpCounter = 0;
-const tmpName = (dir: string): string => path.join(dir, `.tmp-${process.pid}-${Date.now().toString(36)}-${tmpCounter++}`);
+export const tmpName = (dir: string): string => path.join(dir, `.tmp-${process.pid}-${Date.now().toString(36)}-${tmpCounter++}`);
 
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(fd);
@@ -99,6 +101,7 @@ export function putObjectFile(objectsDir: string, hexDigest: string, srcPath: st
       fs.closeSync(fd);
     }
     fs.renameSync(tmp, dest);
+    fsyncDir(dir);
     return { added: true, size };
   } catch (e) {
     fs.rmSync(tmp, { force: true });
@@ -125,21 +128,34 @@ export function digestOfFile(file: string | Buffer): { digest: string; size: num
   }
 }
 
-/** The objects (payloads of regular files) an image refers to. */
-export function imageObjects(image: Uint8Array, input?: string): string[] {
+/** What an image needs from the store: its objects (payloads of regular files) and their total st_size. */
+export function imageNeeds(image: Uint8Array, input?: string): { objects: string[]; logical: number } {
   const { root } = decodeImage(image, { input });
   const out = new Set<string>();
+  let logical = 0;
   const stack = [root];
   while (stack.length) {
     for (const d of stack.pop()!.children!) {
       if (d.link) continue;
       const n = d.inode;
-      if ((n.mode & S_IFMT) === S_IFREG && n.payload) out.add(n.payload.replace(/^\/+/, ''));
+      if ((n.mode & S_IFMT) === S_IFREG && n.payload) {
+        const rel = n.payload.replace(/^\/+/, '');
+        if (!OBJECT_REL.test(rel)) continue; // not a store object (e.g. a plain path)
+        out.add(rel.replace('/', ''));
+        logical += n.size;
+      }
       if (n.children) stack.push(n);
     }
   }
-  return [...out].sort();
+  return { objects: [...out].sort(), logical };
 }
+
+/** The objects (as XX/REST paths) an image refers to. */
+export function imageObjects(image: Uint8Array, input?: string): string[] {
+  return imageNeeds(image, input).objects.map(objectRelPath);
+}
+
+const OBJECT_REL = /^[0-9a-f]{2}\/[0-9a-f]{62}$/;
 
 const REF_NAME = /^[A-Za-z0-9._@+-][A-Za-z0-9._@+:-]{0,254}$/;
 export function checkRefName(name: string): string {
@@ -149,15 +165,51 @@ export function checkRefName(name: string): string {
   return name;
 }
 
+/** Which objects exist under objects/ and what else lies there (temp files, stray names). */
+export function* walkObjects(objectsDir: string): Generator<{ digest: string; path: string } | { litter: string }> {
+  let tops: string[];
+  try {
+    tops = fs.readdirSync(objectsDir).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  for (const top of tops) {
+    const dir = path.join(objectsDir, top);
+    if (!/^[0-9a-f]{2}$/.test(top) || !fs.lstatSync(dir).isDirectory()) {
+      yield { litter: dir };
+      continue;
+    }
+    for (const rest of fs.readdirSync(dir).sort()) {
+      const p = path.join(dir, rest);
+      if (/^[0-9a-f]{62}$/.test(rest)) yield { digest: top + rest, path: p };
+      else yield { litter: p };
+    }
+  }
+}
+
+export interface PutResult {
+  digest: string;
+  size: number;
+  added: boolean;
+  /** With opts.verity: whether fs-verity is now on, or the file system can't do it. */
+  verity?: 'enabled' | 'unsupported';
+}
+
 export class Store {
   readonly objectsDir: string;
   readonly imagesDir: string;
   readonly refsDir: string;
+  readonly tmpDir: string;
+  private idx: Index | null = null;
+  private lockFd = -1;
+  private lockMode = 0;
 
   private constructor(readonly root: string) {
     this.objectsDir = path.join(root, 'objects');
     this.imagesDir = path.join(root, 'images');
     this.refsDir = path.join(root, 'refs');
+    this.tmpDir = path.join(root, 'tmp');
   }
 
   static open(root: string, opts: { create?: boolean } = {}): Store {
@@ -168,16 +220,44 @@ export class Store {
         throw new CfsError(ErrorCode.Io, 'directory is not empty and not a cfs-cas store', { input: abs });
       }
       fs.mkdirSync(abs, { recursive: true });
-      for (const d of ['objects', 'images', 'refs']) fs.mkdirSync(path.join(abs, d), { recursive: true, mode: 0o755 });
+      for (const d of ['objects', 'images', 'refs', 'tmp']) fs.mkdirSync(path.join(abs, d), { recursive: true, mode: 0o755 });
       writeAtomic(path.join(abs, STORE_MARKER), Buffer.from(JSON.stringify(MARKER, null, 2) + '\n'));
       fsyncDir(abs);
     } else {
-      const marker = JSON.parse(fs.readFileSync(path.join(abs, STORE_MARKER), 'utf8')) as typeof MARKER;
+      let marker: typeof MARKER;
+      try {
+        marker = JSON.parse(fs.readFileSync(path.join(abs, STORE_MARKER), 'utf8')) as typeof MARKER;
+      } catch (e) {
+        throw new CfsError(ErrorCode.Io, `unreadable store marker ${STORE_MARKER}: ${(e as Error).message}`, { input: abs });
+      }
       if (marker.version !== MARKER.version || marker.blockSize !== MARKER.blockSize || marker.hash !== MARKER.hash) {
         throw new CfsError(ErrorCode.Unsupported, `unsupported store format ${JSON.stringify(marker)}`, { input: abs });
       }
     }
     return new Store(abs);
+  }
+
+  /** The SQLite index, opened on first use and rebuilt from the tree if it is missing. */
+  get index(): Index {
+    if (!this.idx) {
+      const file = path.join(this.root, INDEX_FILE);
+      const fresh = !fs.existsSync(file);
+      this.idx = new Index(file);
+      if (fresh) this.reindex();
+    }
+    return this.idx;
+  }
+
+  /**
+   * Writers hold the store lock shared, gc holds it exclusive, so gc never runs between a
+   * writer finding an object present and registering the image that needs it. Held until close().
+   */
+  lock(mode: 'shared' | 'exclusive'): void {
+    const want = mode === 'shared' ? LOCK_SH : LOCK_EX;
+    if (this.lockMode === want || (this.lockMode === LOCK_EX && want === LOCK_SH)) return;
+    if (this.lockFd < 0) this.lockFd = fs.openSync(path.join(this.root, LOCK_FILE), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    if (!flock(this.lockFd, want)) noLockWarning();
+    this.lockMode = want;
   }
 
   objectPath(hexDigest: string): string {
@@ -188,40 +268,208 @@ export class Store {
     return fs.existsSync(this.objectPath(hexDigest));
   }
 
-  putFile(srcPath: string | Buffer, opts: { digest?: string; verity?: boolean } = {}): { digest: string; size: number; added: boolean } {
+  putFile(srcPath: string | Buffer, opts: { digest?: string; verity?: boolean } = {}): PutResult {
+    this.lock('shared');
     const digest = opts.digest ? checkDigest(opts.digest) : digestOfFile(srcPath).digest;
     const r = putObjectFile(this.objectsDir, digest, srcPath);
-    return { digest, size: r.size, added: r.added };
+    return this.recordObject(digest, r.size, r.added, opts.verity);
   }
 
-  putBuffer(data: Uint8Array): { digest: string; size: number; added: boolean } {
+  putBuffer(data: Uint8Array, opts: { verity?: boolean } = {}): PutResult {
+    this.lock('shared');
     const digest = fsverityDigest(data).toString('hex');
     const dest = this.objectPath(digest);
-    if (fs.existsSync(dest)) return { digest, size: data.length, added: false };
-    fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
-    writeAtomic(dest, data);
-    return { digest, size: data.length, added: true };
+    let added = false;
+    if (!fs.existsSync(dest)) {
+      fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
+      writeAtomic(dest, data);
+      fsyncDir(path.dirname(dest));
+      added = true;
+    }
+    return this.recordObject(digest, data.length, added, opts.verity);
+  }
+
+  /**
+   * Move a fully written and synced temp file (under tmpDir) into place as object `digest`, or
+   * drop it if the object exists.
+   */
+  commitStaged(staged: string, digest: string, size: number): PutResult {
+    this.lock('shared');
+    const dest = this.objectPath(digest);
+    let added = false;
+    if (fs.existsSync(dest)) fs.rmSync(staged, { force: true });
+    else {
+      fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
+      fs.renameSync(staged, dest);
+      added = true;
+    }
+    return this.recordObject(digest, size, added);
+  }
+
+  /** Note that an existing object is wanted again (fresh mtime, indexed). */
+  reuseObject(digest: string, size: number): PutResult {
+    this.lock('shared');
+    return this.recordObject(digest, size, false);
+  }
+
+  private recordObject(digest: string, size: number, added: boolean, verity?: boolean): PutResult {
+    // A reused object gets a fresh mtime so gc's grace period covers it until its image is registered.
+    if (!added) touch(this.objectPath(digest));
+    this.index.putObject(digest, size);
+    const r: PutResult = { digest, size, added };
+    if (verity) r.verity = enableVerityOn(this.objectPath(digest));
+    return r;
+  }
+
+  /** A new private directory for staging files on the store's file system. */
+  makeStagingDir(): string {
+    fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o755 });
+    return fs.mkdtempSync(path.join(this.tmpDir, `stage-${process.pid}-`));
   }
 
   /** Store an image under images/HEX (its fs-verity digest) and point refs/NAME at it. */
-  addImage(image: Uint8Array, opts: { name?: string } = {}): { digest: string; added: boolean; missing: string[] } {
-    const objects = imageObjects(image, opts.name);
+  addImage(image: Uint8Array, opts: { name?: string; input?: string } = {}): { digest: string; added: boolean; missing: string[] } {
+    if (opts.name !== undefined) checkRefName(opts.name);
+    const needs = imageNeeds(image, opts.input ?? opts.name);
+    this.lock('shared');
     const digest = fsverityDigest(image).toString('hex');
     const dest = path.join(this.imagesDir, digest);
     const added = !fs.existsSync(dest);
-    if (added) writeAtomic(dest, image);
-    if (opts.name !== undefined) {
-      const ref = path.join(this.refsDir, checkRefName(opts.name));
-      const link = tmpName(this.refsDir);
-      fs.symlinkSync(path.join('..', 'images', digest), link);
-      fs.renameSync(link, ref);
-      fsyncDir(this.refsDir);
-    }
-    const missing = objects.filter((o) => !fs.existsSync(path.join(this.objectsDir, o)));
+    if (added) {
+      fs.mkdirSync(this.imagesDir, { recursive: true });
+      writeAtomic(dest, image);
+      fsyncDir(this.imagesDir);
+    } else touch(dest);
+    this.index.putImage({ digest, size: image.length, logical: needs.logical, objects: needs.objects });
+    if (opts.name !== undefined) this.setRef(opts.name, digest);
+    const missing = needs.objects.filter((o) => !this.has(o)).map(objectRelPath);
     return { digest, added, missing };
   }
 
+  setRef(name: string, imageDigest: string): void {
+    this.lock('shared');
+    const ref = path.join(this.refsDir, checkRefName(name));
+    fs.mkdirSync(this.refsDir, { recursive: true });
+    const link = tmpName(this.refsDir);
+    fs.symlinkSync(path.join('..', 'images', checkDigest(imageDigest)), link);
+    fs.renameSync(link, ref);
+    fsyncDir(this.refsDir);
+    this.index.putRef(name, imageDigest);
+  }
+
+  /** refs/NAME → image digest; null when the ref is missing, 'dangling' on a bad link. */
+  readRef(name: string): string | null {
+    let target: string;
+    try {
+      target = fs.readlinkSync(path.join(this.refsDir, checkRefName(name)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if ((e as NodeJS.ErrnoException).code === 'EINVAL') throw new CfsError(ErrorCode.Io, `ref ${name} is not a symlink`, { input: this.refsDir });
+      throw e;
+    }
+    const m = /^\.\.\/images\/([0-9a-f]{64})$/.exec(target);
+    if (!m) throw new CfsError(ErrorCode.Io, `ref ${name} points outside images/: ${target}`, { input: this.refsDir });
+    return m[1];
+  }
+
+  refNames(): string[] {
+    try {
+      return fs.readdirSync(this.refsDir).filter((n) => !n.startsWith('.')).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  imageDigests(): string[] {
+    try {
+      return fs.readdirSync(this.imagesDir).filter((n) => /^[0-9a-f]{64}$/.test(n)).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  removeRef(name: string): boolean {
+    this.lock('shared');
+    const ref = path.join(this.refsDir, checkRefName(name));
+    try {
+      fs.unlinkSync(ref);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    fsyncDir(this.refsDir);
+    this.index.dropRef(name);
+    return true;
+  }
+
+  /** Rebuild the index from the tree (object names are trusted; fsck checks contents). */
+  reindex(): void {
+    const idx = this.idx ?? (this.idx = new Index(path.join(this.root, INDEX_FILE)));
+    idx.replaceAll(() => {
+      for (const o of walkObjects(this.objectsDir)) {
+        if (!('digest' in o)) continue;
+        const st = fs.statSync(o.path);
+        idx.putObject(o.digest, st.size, Math.floor(st.mtimeMs));
+      }
+      for (const d of this.imageDigests()) {
+        const file = path.join(this.imagesDir, d);
+        const st = fs.statSync(file);
+        let needs: { objects: string[]; logical: number };
+        try {
+          needs = imageNeeds(fs.readFileSync(file), file);
+        } catch {
+          needs = { objects: [], logical: 0 }; // fsck reports it
+        }
+        idx.putImage({ digest: d, size: st.size, ...needs }, Math.floor(st.mtimeMs));
+      }
+      for (const name of this.refNames()) {
+        try {
+          const img = this.readRef(name);
+          if (img) idx.putRef(name, img);
+        } catch {
+          /* fsck reports it */
+        }
+      }
+    });
+  }
+
   close(): void {
-    /* nothing held open yet */
+    this.idx?.close();
+    this.idx = null;
+    if (this.lockFd >= 0) fs.closeSync(this.lockFd); // releases the flock
+    this.lockFd = -1;
+    this.lockMode = 0;
+  }
+}
+
+const INDEX_FILE = 'index.sqlite';
+const LOCK_FILE = 'lock';
+
+let warnedNoLock = false;
+function noLockWarning(): void {
+  if (warnedNoLock) return;
+  warnedNoLock = true;
+  process.emitWarning('flock(2) is unavailable: gc is not locked out while writers run (grace period only)');
+}
+
+function touch(file: string): void {
+  const now = new Date();
+  try {
+    fs.utimesSync(file, now, now);
+  } catch {
+    /* not ours to touch (read-only or another owner): the lock still protects it */
+  }
+}
+
+function enableVerityOn(file: string): 'enabled' | 'unsupported' {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const r = enableVerity(fd);
+    if (typeof r === 'object') throw new CfsError(ErrorCode.Io, `enabling fs-verity failed (errno ${r.errno})`, { input: file });
+    return r;
+  } finally {
+    fs.closeSync(fd);
   }
 }

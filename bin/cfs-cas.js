@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import { run } from "../dist/cas/cli.js";
+await run();

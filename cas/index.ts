@@ -1,0 +1,147 @@
+/**
+ * STORE/index.sqlite: a cache of what the tree holds (object sizes and first-seen times, images,
+ * which objects each image needs, refs). The tree is the truth; `reindex` rebuilds this file from
+ * it, so deleting it loses nothing.
+ */
+import Database from 'better-sqlite3';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS objects (
+  digest TEXT PRIMARY KEY,      -- fs-verity sha256, hex
+  size INTEGER NOT NULL,        -- bytes
+  first_seen INTEGER NOT NULL   -- unix ms
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS images (
+  digest TEXT PRIMARY KEY,      -- fs-verity sha256 of the image file
+  size INTEGER NOT NULL,        -- image bytes
+  logical INTEGER NOT NULL,     -- sum of st_size of its files kept as objects
+  added INTEGER NOT NULL        -- unix ms
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS image_objects (
+  image TEXT NOT NULL,
+  object TEXT NOT NULL,
+  PRIMARY KEY (image, object)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_objects_object ON image_objects(object);
+CREATE TABLE IF NOT EXISTS refs (
+  name TEXT PRIMARY KEY,
+  image TEXT NOT NULL
+) WITHOUT ROWID;
+`;
+
+export interface Stats {
+  objects: number;
+  bytes: number;
+  images: number;
+  refs: number;
+  /** Bytes the images' files would take without sharing. */
+  logicalBytes: number;
+  /** logicalBytes / bytes (1 when empty). */
+  dedupRatio: number;
+}
+
+export interface ImageRecord {
+  digest: string;
+  size: number;
+  logical: number;
+  /** Digests of the objects it needs. */
+  objects: string[];
+}
+
+export class Index {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(file: string) {
+    this.db = new Database(file, { timeout: 30_000 });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.exec(SCHEMA);
+    this.stmts = {
+      putObject: this.db.prepare('INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES (?, ?, ?)'),
+      putImage: this.db.prepare('INSERT OR REPLACE INTO images (digest, size, logical, added) VALUES (?, ?, ?, COALESCE((SELECT added FROM images WHERE digest = ?), ?))'),
+      putImageObject: this.db.prepare('INSERT OR IGNORE INTO image_objects (image, object) VALUES (?, ?)'),
+      putRef: this.db.prepare('INSERT OR REPLACE INTO refs (name, image) VALUES (?, ?)'),
+      dropRef: this.db.prepare('DELETE FROM refs WHERE name = ?'),
+      dropObject: this.db.prepare('DELETE FROM objects WHERE digest = ?'),
+      dropImage: this.db.prepare('DELETE FROM images WHERE digest = ?'),
+      dropImageObjects: this.db.prepare('DELETE FROM image_objects WHERE image = ?'),
+      refs: this.db.prepare('SELECT name, image FROM refs ORDER BY name'),
+      images: this.db.prepare('SELECT digest, size, logical, added FROM images ORDER BY digest'),
+      objectImages: this.db.prepare('SELECT image FROM image_objects WHERE object = ? ORDER BY image'),
+    };
+  }
+
+  putObject(digest: string, size: number, firstSeen = Date.now()): void {
+    this.stmts.putObject.run(digest, size, firstSeen);
+  }
+
+  putImage(rec: ImageRecord, added = Date.now()): void {
+    this.db.transaction(() => {
+      this.stmts.putImage.run(rec.digest, rec.size, rec.logical, rec.digest, added);
+      for (const o of rec.objects) this.stmts.putImageObject.run(rec.digest, o);
+    })();
+  }
+
+  putRef(name: string, image: string): void {
+    this.stmts.putRef.run(name, image);
+  }
+
+  dropRef(name: string): void {
+    this.stmts.dropRef.run(name);
+  }
+
+  dropObjects(digests: string[]): void {
+    this.db.transaction(() => {
+      for (const d of digests) this.stmts.dropObject.run(d);
+    })();
+  }
+
+  dropImages(digests: string[]): void {
+    this.db.transaction(() => {
+      for (const d of digests) {
+        this.stmts.dropImage.run(d);
+        this.stmts.dropImageObjects.run(d);
+      }
+    })();
+  }
+
+  refs(): { name: string; image: string }[] {
+    return this.stmts.refs.all() as { name: string; image: string }[];
+  }
+
+  images(): { digest: string; size: number; logical: number; added: number }[] {
+    return this.stmts.images.all() as { digest: string; size: number; logical: number; added: number }[];
+  }
+
+  /** Images that need an object. */
+  imagesUsing(object: string): string[] {
+    return (this.stmts.objectImages.all(object) as { image: string }[]).map((r) => r.image);
+  }
+
+  stats(): Stats {
+    const o = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM objects').get() as { n: number; bytes: number };
+    const i = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(logical), 0) AS logical FROM images').get() as { n: number; logical: number };
+    const r = this.db.prepare('SELECT COUNT(*) AS n FROM refs').get() as { n: number };
+    return {
+      objects: o.n,
+      bytes: o.bytes,
+      images: i.n,
+      refs: r.n,
+      logicalBytes: i.logical,
+      dedupRatio: o.bytes > 0 ? i.logical / o.bytes : 1,
+    };
+  }
+
+  /** Replace everything in one transaction (reindex). */
+  replaceAll(fill: () => void): void {
+    this.db.transaction(() => {
+      this.db.exec('DELETE FROM objects; DELETE FROM images; DELETE FROM image_objects; DELETE FROM refs;');
+      fill();
+    })();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * The few Linux calls Node lacks, through koffi: flock(2), syncfs(2) and the fs-verity ioctls.
+ * If libc cannot be loaded the callers fall back (no lock → warn, no syncfs → fsync per file).
+ */
+import koffi from 'koffi';
+
+interface Libc {
+  flock: (fd: number, op: number) => number;
+  syncfs: (fd: number) => number;
+  ioctl: (fd: number, req: number, arg: Buffer) => number;
+}
+
+let libc: Libc | null | undefined;
+function load(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      flock: lib.func('int flock(int fd, int op)'),
+      syncfs: lib.func('int syncfs(int fd)'),
+      // ioctl is variadic; one pointer argument has the same ABI as a fixed one on Linux.
+      ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+    };
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+
+const errno = (): number => koffi.errno();
+const EINTR = 4;
+const EWOULDBLOCK = 11;
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/** flock(fd, op); false if libc is unavailable or (nonBlocking) the lock is held elsewhere. */
+export function flock(fd: number, op: number, nonBlocking = false): boolean {
+  const c = load();
+  if (!c) return false;
+  for (;;) {
+    if (c.flock(fd, op | (nonBlocking ? LOCK_NB : 0)) === 0) return true;
+    const e = errno();
+    if (e === EINTR) continue;
+    if (e === EWOULDBLOCK) return false;
+    throw Object.assign(new Error(`flock failed (errno ${e})`), { code: 'EFLOCK', syscall: 'flock' });
+  }
+}
+
+/** Flush the whole file system holding fd; false when unavailable. */
+export function syncfs(fd: number): boolean {
+  const c = load();
+  return !!c && c.syncfs(fd) === 0;
+}
+
+// <linux/fsverity.h>
+const FS_IOC_ENABLE_VERITY = 0x40806685; // _IOW('f', 133, struct fsverity_enable_arg /* 128 bytes */)
+const FS_IOC_MEASURE_VERITY = 0xc0046686; // _IOWR('f', 134, struct fsverity_digest /* 4 + n */)
+const FS_VERITY_HASH_ALG_SHA256 = 1;
+const UNSUPPORTED = new Set([95 /* EOPNOTSUPP */, 25 /* ENOTTY */, 22 /* EINVAL */, 38 /* ENOSYS */]);
+const ENODATA = 61;
+const EEXIST = 17;
+
+export type VerityResult = 'enabled' | 'unsupported' | { errno: number };
+
+/** Enable fs-verity (SHA-256, 4 KiB blocks, no salt) on a file opened read-only. */
+export function enableVerity(fd: number): VerityResult {
+  const c = load();
+  if (!c) return 'unsupported';
+  const arg = Buffer.alloc(128);
+  arg.writeUInt32LE(1, 0); // version
+  arg.writeUInt32LE(FS_VERITY_HASH_ALG_SHA256, 4); // hash_algorithm
+  arg.writeUInt32LE(4096, 8); // block_size
+  if (c.ioctl(fd, FS_IOC_ENABLE_VERITY, arg) === 0) return 'enabled';
+  const e = errno();
+  if (e === EEXIST) return 'enabled';
+  return UNSUPPORTED.has(e) ? 'unsupported' : { errno: e };
+}
+
+/** The kernel's fs-verity digest of a file (hex), null if verity is off, 'unsupported'. */
+export function measureVerity(fd: number): string | null | 'unsupported' {
+  const c = load();
+  if (!c) return 'unsupported';
+  const arg = Buffer.alloc(4 + 64);
+  arg.writeUInt16LE(64, 2); // digest_size: room available
+  if (c.ioctl(fd, FS_IOC_MEASURE_VERITY, arg) === 0) {
+    if (arg.readUInt16LE(0) !== FS_VERITY_HASH_ALG_SHA256) return null;
+    return arg.subarray(4, 4 + arg.readUInt16LE(2)).toString('hex');
+  }
+  const e = errno();
+  if (e === ENODATA) return null;
+  return 'unsupported';
+}
