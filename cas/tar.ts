@@ -177,11 +177,9 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       inode.digest = digest;
       inode.payload = objectRelPath(digest);
       if (staged.has(digest) || store.has(digest)) {
-        if (!staged.has(digest)) {
-          store.reuseObject(digest, size);
-          res.dedupObjects++;
-          res.dedupBytes += size;
-        }
+        if (!staged.has(digest)) store.reuseObject(digest, size);
+        res.dedupObjects++;
+        res.dedupBytes += size;
         if (fd >= 0) fs.rmSync(file, { force: true });
         return;
       }

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Store, STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { describe, expect, it } from 'vitest';
+import { STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
 import { VECTORS } from '../support/vectors.js';
+import { tmpDir, tmpStore } from './helpers.js';
 
 /** Content recipes of ../shared/vectors/objects/digests.tsv. */
 function content(name: string, size: number): Buffer {
@@ -23,15 +23,6 @@ const rows = fs
 
 const KERNEL_EMPTY = '3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95';
 
-const dirs: string[] = [];
-export function tmpStore(): Store {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cas-'));
-  dirs.push(d);
-  return Store.open(path.join(d, 'store'), { create: true });
-}
-afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
 
 describe('store layout', () => {
   it('names objects as objects/XX/REST by fs-verity digest (shared vectors)', () => {
@@ -50,8 +41,7 @@ describe('store layout', () => {
 
   it('putFile computes the same digest, dedups, and accepts Buffer paths', () => {
     const store = tmpStore();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-src-'));
-    dirs.push(dir);
+    const dir = tmpDir();
     const name = Buffer.concat([Buffer.from(dir + '/'), Buffer.from([0x66, 0xff, 0x6f])]);
     fs.writeFileSync(name, 'hello world\n');
     const a = store.putFile(name);
