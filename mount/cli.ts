@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { ExitCode, UsageError, reportError, runMain } from '../cli-kit/index.js';
 import { CfsError, ErrorCode } from '../format/index.js';
-import { isStoreRoot } from '../cas/store.js';
+import { Store, isStoreRoot } from '../cas/store.js';
+import { commitUpper } from './commit.js';
 import { mountComposefs, unmount } from './kernel.js';
 import { checkMountPath, parseComposefsOptions } from './options.js';
 
@@ -134,6 +135,39 @@ export function buildCfsMount(): Command {
         const state = JSON.parse(fs.readFileSync(f, 'utf8')) as MountState;
         if (state.tmpfs) unmountQuiet(state.tmpfs);
         fs.rmSync(f);
+      }
+    });
+
+  program
+    .command('commit')
+    .description('fold a writable mount (or an upper directory) into a new image in the store')
+    .argument('<MOUNTPOINT|DIR>', 'a --writable mount point, its --upper DIR, or an overlayfs upper directory')
+    .requiredOption('--store <STORE>', 'cfs-cas store for new contents and the new image')
+    .option('--image <IMAGE>', 'the lower image (needed only for an upper directory made by other means)')
+    .option('--name <NAME>', 'ref name for the new image')
+    .action((arg: string, o: { store: string; image?: string; name?: string }) => {
+      let upper = path.resolve(arg);
+      let image = o.image;
+      const f = stateFile(arg);
+      if (fs.existsSync(f)) {
+        const state = JSON.parse(fs.readFileSync(f, 'utf8')) as MountState;
+        if (!state.upperdir) throw new CfsError(ErrorCode.Usage, 'not a writable mount', { input: arg });
+        upper = state.upperdir;
+        image ??= state.image;
+      } else if (fs.existsSync(path.join(upper, 'lower.json'))) {
+        image ??= (JSON.parse(fs.readFileSync(path.join(upper, 'lower.json'), 'utf8')) as { image: string }).image;
+        upper = path.join(upper, 'upper');
+      }
+      if (!image) throw new UsageError('the lower image is not recorded here: give --image');
+      const store = Store.open(o.store);
+      try {
+        const lowerImage = fs.readFileSync(resolveImage(image, o.store));
+        const r = commitUpper(lowerImage, upper, store, upper);
+        const reg = store.addImage(r.image, { name: o.name });
+        process.stdout.write(`${reg.digest}\n`);
+        process.stderr.write(`cfs-mount: committed ${r.changed} changed and ${r.deleted} deleted entries, ${r.newObjects} new objects\n`);
+      } finally {
+        store.close();
       }
     });
 

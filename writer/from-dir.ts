@@ -20,7 +20,7 @@ import {
   newInode,
 } from '../format/index.js';
 import { setXattr } from '../format/dumpfile.js';
-import { readXattrs } from './xattrs.js';
+import { readXattrs } from '../cas/xattrs.js';
 
 /** Files up to this size are stored in the image itself (mkcomposefs's recommended maximum). */
 export const INLINE_MAX = 64;
