@@ -1,0 +1,117 @@
+/** Several real cfs-cas processes at once: SIGKILL during import, gc racing imports, racing puts. */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../support/vectors.js';
+import { bytes, makeTar, tmpDir, type TarEntry } from './helpers.js';
+
+const BIN = path.join(PROJECT_ROOT, 'bin', 'cfs-cas.js');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cas(args: string[], opts: { killAfterMs?: number } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, CFS_DEBUG: undefined } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = opts.killAfterMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), opts.killAfterMs) : null;
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+async function treeTar(seed: number, files: number, size: number): Promise<string> {
+  const entries: TarEntry[] = [];
+  for (let i = 0; i < files; i++) {
+    // one in four files repeats content, to exercise dedup inside the archive
+    entries.push({ header: { name: `d${i % 7}/f${i}`, type: 'file', mode: 0o644 }, data: bytes(seed * 1000 + (i % 4 === 3 ? i - 1 : i), size + i) });
+  }
+  const file = path.join(tmpDir(), `t${seed}.tar`);
+  fs.writeFileSync(file, await makeTar(entries));
+  return file;
+}
+
+describe('cfs-cas processes', () => {
+  it('SIGKILL at random points during import leaves a clean store; re-import succeeds', async () => {
+    const store = path.join(tmpDir(), 'store');
+    const tar = await treeTar(1, 120, 40_000);
+    expect((await cas(['init', '--store', store])).code).toBe(0);
+    const t0 = Date.now();
+    const full = await cas(['import-tar', tar, '--name', 'probe', '--store', store]);
+    expect(full.code, full.stderr).toBe(0);
+    const span = Date.now() - t0;
+    expect((await cas(['rm-ref', 'probe', '--store', store])).code).toBe(0);
+    expect((await cas(['gc', '--grace', '0', '--store', store])).code).toBe(0);
+
+    let killed = 0;
+    for (let i = 0; i < 12; i++) {
+      const r = await cas(['import-tar', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 1.1) });
+      if (r.signal === 'SIGKILL') killed++;
+      else expect(r.code, r.stderr).toBe(0);
+      const f = await cas(['fsck', '--json', '--store', store]);
+      expect(f.code, f.stdout).toBe(0);
+      expect(JSON.parse(f.stdout).problems).toEqual([]);
+    }
+    expect(killed).toBeGreaterThan(3);
+    const again = await cas(['import-tar', tar, '--name', 'base', '--store', store]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout.trim()).toBe(full.stdout.trim());
+    expect((await cas(['missing', 'base', '--store', store])).code).toBe(0);
+    // Litter from the killed runs goes with gc.
+    expect((await cas(['gc', '--grace', '0', '--store', store])).code).toBe(0);
+    const f = JSON.parse((await cas(['fsck', '--json', '--store', store])).stdout);
+    expect(f).toMatchObject({ problems: [], litter: [] });
+  });
+
+  it('gc running concurrently with imports never deletes what a registered image needs', async () => {
+    const store = path.join(tmpDir(), 'store');
+    const tar = await treeTar(2, 60, 20_000);
+    expect((await cas(['init', '--store', store])).code).toBe(0);
+    let stop = false;
+    const collector = (async () => {
+      let runs = 0;
+      while (!stop) {
+        const r = await cas(['gc', '--grace', '0', '--store', store]);
+        expect(r.code, r.stderr).toBe(0);
+        runs++;
+      }
+      return runs;
+    })();
+    const writer = async (name: string): Promise<void> => {
+      for (let i = 0; i < 4; i++) {
+        const r = await cas(['import-tar', tar, '--name', name, '--store', store]);
+        expect(r.code, r.stderr).toBe(0);
+        const m = await cas(['missing', name, '--store', store]);
+        expect(m.stdout, `round ${i}`).toBe('');
+        expect(m.code).toBe(0);
+        expect((await cas(['rm-ref', name, '--store', store])).code).toBe(0);
+      }
+    };
+    await Promise.all([writer('w1'), writer('w2')]);
+    stop = true;
+    expect(await collector).toBeGreaterThan(1);
+  });
+
+  it('parallel puts of the same content all succeed and leave one object', async () => {
+    const dir = tmpDir();
+    const store = path.join(dir, 'store');
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, bytes(3, 3 << 20));
+    expect((await cas(['init', '--store', store])).code).toBe(0);
+    const runs = await Promise.all([1, 2, 3, 4].map(() => cas(['put', file, '--store', store])));
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    expect(new Set(runs.map((r) => r.stdout)).size).toBe(1);
+    const digest = runs[0].stdout.slice(0, 64);
+    expect(fs.readdirSync(path.join(store, 'objects', digest.slice(0, 2)))).toEqual([digest.slice(2)]);
+  });
+});
