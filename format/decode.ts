@@ -92,9 +92,11 @@ class Reader {
   error(code: ErrorCode, msg: string, offset?: number): CfsError {
     return new CfsError(code, msg, { input: this.input, offset });
   }
-  check(off: number, len: number, what: string): void {
+  /** Bounds check; `what` names the structure (a function, so no message is built unless it fails). */
+  check(off: number, len: number, what: string | (() => string)): void {
     if (!Number.isSafeInteger(off) || off < 0 || len < 0 || off + len > this.buf.length) {
-      throw this.error(ErrorCode.OutOfBounds, `${what} (${len} bytes at ${off}) runs past the end of the image (${this.buf.length} bytes)`, Number.isSafeInteger(off) ? off : undefined);
+      const name = typeof what === 'function' ? what() : what;
+      throw this.error(ErrorCode.OutOfBounds, `${name} (${len} bytes at ${off}) runs past the end of the image (${this.buf.length} bytes)`, Number.isSafeInteger(off) ? off : undefined);
     }
   }
   u8(off: number): number {
@@ -113,7 +115,7 @@ class Reader {
     this.check(off, 8, 'u64');
     return this.buf.readBigUInt64LE(off);
   }
-  bytes(off: number, len: number, what: string): Buffer {
+  bytes(off: number, len: number, what: string | (() => string)): Buffer {
     this.check(off, len, what);
     return this.buf.subarray(off, off + len);
   }
@@ -216,7 +218,7 @@ class Decoder {
     let ino: RawInode;
     if (extended) {
       const I = INODE_EXTENDED.off;
-      r.check(off, INODE_EXTENDED.SIZE, `nid ${nid}: extended inode`);
+      r.check(off, INODE_EXTENDED.SIZE, () => `nid ${nid}: extended inode`);
       const sizeHi = buf.readUInt32LE(off + I.size + 4);
       const size = sizeHi * 2 ** 32 + buf.readUInt32LE(off + I.size);
       if (size > MAX_FILE_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: size ${buf.readBigUInt64LE(off + I.size)} is implausible`, off);
@@ -274,7 +276,7 @@ class Decoder {
     if (ino.layout === DataLayout.FlatInline) {
       const tailSize = ino.size % BLOCK_SIZE;
       if (tailSize === 0 && ino.size > 0) throw this.err(ErrorCode.BadInode, `nid ${ino.nid}: inline layout without a tail`, ino.off);
-      this.r.check(tailOff, tailSize, `nid ${ino.nid}: inline data`);
+      this.r.check(tailOff, tailSize, () => `nid ${ino.nid}: inline data`);
       if (Math.floor(tailOff / BLOCK_SIZE) !== Math.floor((tailOff + Math.max(tailSize, 1) - 1) / BLOCK_SIZE)) {
         throw this.err(ErrorCode.BadInode, `nid ${ino.nid}: inline data crosses a block boundary`, tailOff);
       }
@@ -305,7 +307,7 @@ class Decoder {
     if (size === 0) return 0;
     const r = this.r;
     const start = ino.off + ino.isize;
-    r.check(start, size, `nid ${ino.nid}: xattr area`);
+    r.check(start, size, () => `nid ${ino.nid}: xattr area`);
     const end = start + size;
     const shared = r.u8(start + XATTR_IBODY_HEADER.off.sharedCount);
     let p = start + XATTR_IBODY_HEADER.SIZE + shared * 4;
@@ -372,7 +374,7 @@ class Decoder {
   /** Read the xattr entry at `p` into scratch slot `i`; returns the next entry's offset. */
   readEntry(p: number, end: number, nid: number, i: number): number {
     const r = this.r;
-    r.check(p, XATTR_ENTRY.SIZE, `nid ${nid}: xattr entry`);
+    r.check(p, XATTR_ENTRY.SIZE, () => `nid ${nid}: xattr entry`);
     const E = XATTR_ENTRY.off;
     const nameLen = r.buf[p + E.nameLen];
     const index = r.buf[p + E.nameIndex];
@@ -393,7 +395,7 @@ class Decoder {
   readDirBlock(dir: Inode, ino: RawInode, base: number, len: number, depth: number, filter: Set<string> | null): void {
     const D = DIRENT.off;
     const buf = this.r.buf;
-    this.r.check(base, len, `nid ${ino.nid}: directory block`);
+    this.r.check(base, len, () => `nid ${ino.nid}: directory block`);
     if (len < DIRENT.SIZE) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: directory block of ${len} bytes`, base);
     const first = buf.readUInt16LE(base + D.nameoff);
     if (first < DIRENT.SIZE || first % DIRENT.SIZE !== 0 || first > len) {
@@ -464,7 +466,7 @@ class Decoder {
       const { tailOff, tailSize, blocks } = this.dataRanges(ino);
       if (blocks > 0) {
         const start = ino.u * BLOCK_SIZE;
-        this.r.check(start, blocks * BLOCK_SIZE, `nid ${nid}: directory blocks`);
+        this.r.check(start, blocks * BLOCK_SIZE, () => `nid ${nid}: directory blocks`);
         for (let b = 0; b < blocks; b++) {
           let len = BLOCK_SIZE;
           if (ino.layout !== DataLayout.FlatInline && b + 1 === blocks && ino.size % BLOCK_SIZE !== 0) len = ino.size % BLOCK_SIZE;
@@ -479,8 +481,8 @@ class Decoder {
       let start = tailOff;
       if (tailSize === 0) {
         start = ino.u * BLOCK_SIZE;
-        this.r.check(start, BLOCK_SIZE, `nid ${nid}: symlink block`);
-      } else this.r.check(start, tailSize, `nid ${nid}: symlink`);
+        this.r.check(start, BLOCK_SIZE, () => `nid ${nid}: symlink block`);
+      } else this.r.check(start, tailSize, () => `nid ${nid}: symlink`);
       const target = cStr(readLatin1(this.r.buf, start, start + ino.size));
       if (target.length === 0) throw this.err(ErrorCode.BadInode, `nid ${nid}: empty symlink target`, ino.off);
       inode.payload = target;
