@@ -19,6 +19,8 @@
  *   MKCOMPOSEFS     upstream mkcomposefs     (default: on PATH, else /work/upstream/bin/mkcomposefs)
  *   COMPOSEFS_INFO  upstream composefs-info  (default: on PATH, else /work/upstream/bin/composefs-info)
  *
+ * Then runs the cfs-cas import benchmark (bench/cas.ts; BENCH_CAS_* settings there).
+ *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
  */
 import { spawnSync } from 'node:child_process';
@@ -27,6 +29,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runCasBench } from './cas.js';
 import { generateDump } from './gen-dump.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
@@ -267,6 +270,7 @@ for (const [sig, code] of Object.entries(SIGNAL_EXIT)) {
 }
 try {
   process.exitCode = main(settings, tmp);
+  if ((await runCasBench(tmp)) !== 0) process.exitCode = 1;
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
   console.error('bench: interrupted');

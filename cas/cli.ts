@@ -153,7 +153,7 @@ Examples:
       withStore(o, true, async (s) => {
         const input = file === '-' ? 'stdin' : file;
         if (file !== '-' && fs.statSync(file).isDirectory()) throw new CfsError(ErrorCode.Io, 'is a directory', { input });
-        const stream = file === '-' ? process.stdin : fs.createReadStream(file);
+        const stream = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 });
         const r = await importTar(s, stream, { name: o.name, input });
         if (o.json) json(r);
         else {

@@ -51,6 +51,7 @@ export interface ImageRecord {
 export class Index {
   private readonly db: Database.Database;
   private readonly stmts;
+  private pending: [string, number, number][] = [];
 
   constructor(file: string) {
     this.db = new Database(file, { timeout: 30_000 });
@@ -72,11 +73,23 @@ export class Index {
     };
   }
 
+  /** Queued and written in batches of one transaction (flushed before any read and on close). */
   putObject(digest: string, size: number, firstSeen = Date.now()): void {
-    this.stmts.putObject.run(digest, size, firstSeen);
+    this.pending.push([digest, size, firstSeen]);
+    if (this.pending.length >= 4096) this.flush();
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    this.db.transaction(() => {
+      for (const r of rows) this.stmts.putObject.run(...r);
+    })();
   }
 
   putImage(rec: ImageRecord, added = Date.now()): void {
+    this.flush();
     this.db.transaction(() => {
       this.stmts.putImage.run(rec.digest, rec.size, rec.logical, rec.digest, added);
       for (const o of rec.objects) this.stmts.putImageObject.run(rec.digest, o);
@@ -92,6 +105,7 @@ export class Index {
   }
 
   dropObjects(digests: string[]): void {
+    this.flush();
     this.db.transaction(() => {
       for (const d of digests) this.stmts.dropObject.run(d);
     })();
@@ -111,15 +125,18 @@ export class Index {
   }
 
   images(): { digest: string; size: number; logical: number; added: number }[] {
+    this.flush();
     return this.stmts.images.all() as { digest: string; size: number; logical: number; added: number }[];
   }
 
   /** Images that need an object. */
   imagesUsing(object: string): string[] {
+    this.flush();
     return (this.stmts.objectImages.all(object) as { image: string }[]).map((r) => r.image);
   }
 
   stats(): Stats {
+    this.flush();
     const o = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM objects').get() as { n: number; bytes: number };
     const i = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(logical), 0) AS logical FROM images').get() as { n: number; logical: number };
     const r = this.db.prepare('SELECT COUNT(*) AS n FROM refs').get() as { n: number };
@@ -135,13 +152,16 @@ export class Index {
 
   /** Replace everything in one transaction (reindex). */
   replaceAll(fill: () => void): void {
+    this.flush();
     this.db.transaction(() => {
       this.db.exec('DELETE FROM objects; DELETE FROM images; DELETE FROM image_objects; DELETE FROM refs;');
       fill();
+      this.flush();
     })();
   }
 
   close(): void {
+    this.flush();
     this.db.close();
   }
 }
