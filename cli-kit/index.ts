@@ -1,6 +1,7 @@
 /** What every command-line tool shares: exit codes, error reporting, input, atomic output. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Command } from 'commander';
 import { CfsError, ErrorCode, isCfsError } from '../format/errors.js';
 
 export const ExitCode = {
@@ -132,6 +133,22 @@ export class TextOut {
     const rest = this.pending;
     this.pending = '';
     await writeAll(this.stream, Buffer.from(rest, 'latin1'));
+  }
+}
+
+/**
+ * Run a commander program (built with exitOverride) on argv. Returns the exit code when
+ * commander ended it (help: 0, bad command line: 2), else null; other errors propagate.
+ */
+export async function parseCommand(program: Command, argv: string[]): Promise<number | null> {
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return null;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.help' || code === 'commander.version') return ExitCode.Ok;
+    if (typeof code === 'string' && code.startsWith('commander.')) return ExitCode.Usage;
+    throw e;
   }
 }
 

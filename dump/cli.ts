@@ -1,8 +1,9 @@
 /** cfs-dump: read composefs images (composefs-info: dump, ls, objects, missing-objects, measure-file). */
 import * as fs from 'node:fs';
 import { Command } from 'commander';
-import { ExitCode, TextOut, UsageError, readInput, runMain } from '../cli-kit/index.js';
-import { CfsError, ErrorCode, FsVerityHasher, MAX_IMAGE_SIZE, decodeImage, printDump, type DecodeOptions } from '../format/index.js';
+import { ExitCode, TextOut, UsageError, parseCommand, readInput, runMain } from '../cli-kit/index.js';
+import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, printDump, type DecodeOptions } from '../format/index.js';
+import { digestOfFile } from '../cas/store.js';
 import { collectObjects, listObjects, printJson, printLs } from './commands.js';
 
 const TOOL = 'cfs-dump';
@@ -18,24 +19,10 @@ function collect(value: string, prev: string[] = []): string[] {
 }
 
 async function measure(files: string[], out: TextOut): Promise<void> {
-  for (const file of files) {
-    const h = new FsVerityHasher();
-    const fd = fs.openSync(file, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) break;
-        h.update(buf.subarray(0, n));
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-    out.write(`${h.digest().toString('hex')}\n`);
-  }
+  for (const file of files) out.write(`${digestOfFile(file).digest}\n`);
 }
 
-export function buildProgram(out: TextOut, status: { code: number }): Command {
+export function buildProgram(out: TextOut): Command {
   const program = new Command(TOOL)
     .description('Read composefs images: the same output as composefs-info, plus JSON.')
     .option('--basedir <DIR>', 'object directory for missing-objects')
@@ -106,25 +93,16 @@ Examples:
     .description('print the fs-verity digest of each file')
     .argument('<FILE...>')
     .action((files: string[]) => measure(files, out));
-  void status;
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const out = new TextOut();
-  const status = { code: ExitCode.Ok };
-  const program = buildProgram(out, status);
   try {
-    await program.parseAsync(argv, { from: 'user' });
-  } catch (e) {
-    const ce = e as { code?: string };
-    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.help' || ce.code === 'commander.version') return ExitCode.Ok;
-    if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) return ExitCode.Usage;
-    throw e;
+    return (await parseCommand(buildProgram(out), argv)) ?? ExitCode.Ok;
   } finally {
     await out.flush();
   }
-  return status.code;
 }
 
 export const run = (): Promise<void> => runMain(TOOL, () => main(process.argv.slice(2)));

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { ExitCode, UsageError, reportError, runMain } from '../cli-kit/index.js';
+import { ExitCode, UsageError, parseCommand, reportError, runMain } from '../cli-kit/index.js';
 import { CfsError, ErrorCode } from '../format/index.js';
 import { Store, isStoreRoot } from '../cas/store.js';
 import { commitUpper } from './commit.js';
@@ -201,16 +201,7 @@ function spawnSyncText(cmd: string, args: string[]): string | null {
 }
 
 export async function cfsMountMain(argv: string[]): Promise<number> {
-  const program = buildCfsMount();
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-  } catch (e) {
-    const ce = e as { code?: string };
-    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.help') return ExitCode.Ok;
-    if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) return ExitCode.Usage;
-    throw e;
-  }
-  return ExitCode.Ok;
+  return (await parseCommand(buildCfsMount(), argv)) ?? ExitCode.Ok;
 }
 
 export const run = (): Promise<void> => runMain('cfs-mount', () => cfsMountMain(process.argv.slice(2)));

@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CfsError, ErrorCode, FsVerityHasher, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
+import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
+import { digestOfFile } from '../cas/store.js';
 import { type ComposefsOptions, overlayOptions } from './options.js';
 
 export class MountError extends CfsError {}
@@ -33,22 +34,6 @@ export function kernelHas(fstype: string): boolean {
   } catch {
     return false;
   }
-}
-
-function digestOfFile(file: string): string {
-  const h = new FsVerityHasher();
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest().toString('hex');
 }
 
 /** Backing files (redirect targets) the image needs that none of the base directories has. */
@@ -87,7 +72,7 @@ export function preflight(o: ComposefsOptions, target: string, opts: { check?: b
     for (const d of [o.upperdir, o.workdir!]) if (!fs.statSync(d, { throwIfNoEntry: false })?.isDirectory()) fail('directory not found', d);
   }
   if (o.digest) {
-    const actual = digestOfFile(o.image);
+    const actual = digestOfFile(o.image).digest;
     if (actual !== o.digest) fail(`image digest mismatch: expected ${o.digest}, the image has ${actual}`, o.image);
   }
   if (opts.check) {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { ExitCode, UsageError, intOption, readInput, runMain, writeFileAtomic, writeStdout } from '../cli-kit/index.js';
+import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writeFileAtomic, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
@@ -234,13 +234,8 @@ async function fromDump(source: string, image: string | undefined, opts: Opts): 
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (e) {
-    const ce = e as { code?: string };
-    if (ce.code === 'commander.helpDisplayed' || ce.code === 'commander.version') return ExitCode.Ok;
-    return ExitCode.Usage;
-  }
+  const early = await parseCommand(program, argv);
+  if (early !== null) return early;
   const opts = program.opts<Opts>();
   const [sourceArg, imageArg] = program.args as [string?, string?];
   if (opts.skipXattrs && opts.userXattrs) throw new UsageError('--skip-xattrs and --user-xattrs conflict');

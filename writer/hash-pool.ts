@@ -6,7 +6,7 @@
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { HashReply, HashRequest } from './hash-worker.js';
-import { digestFile } from './hash-worker.js';
+import { digestOfFile } from '../cas/store.js';
 
 export interface HashResult {
   digest?: string;
@@ -84,7 +84,7 @@ export class HashPool {
     if (this.workers.length === 0) {
       for (let i = this.queueStart; i < this.queue.length; i++) {
         try {
-          this.onDone(i, digestFile(this.queue[i]));
+          this.onDone(i, digestOfFile(this.queue[i]));
         } catch (e) {
           const err = e as NodeJS.ErrnoException;
           this.onDone(i, { error: err.message, code: err.code });
