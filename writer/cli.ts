@@ -194,7 +194,9 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
         st ? `  objects: ${st.newObjects} new (${fmtBytes(st.newBytes)}), ${st.dedupObjects} deduplicated (${fmtBytes(st.dedupBytes)})` : '',
         `  image: ${digest} (${fmtBytes(img.length)}), ref ${name}`,
         `  store: ${s.root}`,
-        `  mount: mount -t composefs -o descriptor=${path.join(s.root, 'images', reg.digest)},basedir=${s.objectsDir} none /mnt`,
+        `  mount: npx cfs-mount --store ${s.root} ${name} /mnt`,
+        `     or: mount -t composefs -o descriptor=${path.join(s.root, 'images', reg.digest)},basedir=${s.objectsDir} none /mnt`,
+        `         (after: npx cfs-mount install-helper)`,
       ].filter((l) => l !== '');
       if (result.skipped) lines.push(`  skipped ${result.skipped} unreadable entries`);
       process.stderr.write(lines.join('\n') + '\n');
