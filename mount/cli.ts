@@ -2,6 +2,7 @@
  * mount.composefs (the mount(8) helper: `mount -t composefs -o descriptor=IMG,base=DIR none MNT`)
  * and cfs-mount (mount, umount, install-helper).
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
@@ -184,17 +185,14 @@ export function buildCfsMount(): Command {
   return program;
 }
 
-function mountTmpfs(dir: string): string | null {
-  const r = spawnSyncText('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'composefs-upper', dir]);
-  return r;
-}
+/** Mount a private tmpfs at `dir`; returns an error text or null. */
+const mountTmpfs = (dir: string): string | null => spawnSyncText('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'composefs-upper', dir]);
 
 function unmountQuiet(dir: string): void {
   spawnSyncText('umount', [dir]);
   fs.rmSync(dir, { recursive: false, force: true });
 }
 
-import { spawnSync } from 'node:child_process';
 function spawnSyncText(cmd: string, args: string[]): string | null {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   return r.status === 0 ? null : (r.stderr || r.error?.message || 'failed').trim();
