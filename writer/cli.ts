@@ -245,6 +245,10 @@ export async function main(argv: string[]): Promise<number> {
   const image = imageArg ?? opts.output;
   if (opts.printDigestOnly && image !== undefined) throw new UsageError('cannot give an output image with --print-digest-only');
   versions(opts);
+  // refuse a terminal before doing any work
+  if (!opts.printDigestOnly && !opts.snapshot && (image === undefined || image === '-') && process.stdout.isTTY) {
+    throw new UsageError('refusing to write the image to a terminal: give an output file or redirect stdout');
+  }
   if (opts.fromFile) {
     if (!sourceArg) throw new UsageError('no dump file given (- for stdin)');
     return fromDump(sourceArg, image, opts);
