@@ -312,6 +312,21 @@ export class Store {
     return this.recordObject(digest, size, false);
   }
 
+  /** If object `digest` exists, give it a fresh mtime, index it and return true. */
+  tryReuse(digest: string, size: number): boolean {
+    this.lock('shared');
+    const now = new Date();
+    try {
+      fs.utimesSync(this.objectPath(digest), now, now);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      if (!this.has(digest)) return false; // EPERM etc.: only existence matters here
+    }
+    this.index.putObject(digest, size);
+    return true;
+  }
+
   private recordObject(digest: string, size: number, added: boolean, verity?: boolean): PutResult {
     // A reused object gets a fresh mtime so gc's grace period covers it until its image is registered.
     if (!added) touch(this.objectPath(digest));
@@ -328,9 +343,12 @@ export class Store {
   }
 
   /** Store an image under images/HEX (its fs-verity digest) and point refs/NAME at it. */
-  addImage(image: Uint8Array, opts: { name?: string; input?: string } = {}): { digest: string; added: boolean; missing: string[] } {
+  addImage(
+    image: Uint8Array,
+    opts: { name?: string; input?: string; /** What the caller built the image from; skips decoding it again. */ needs?: { objects: string[]; logical: number } } = {},
+  ): { digest: string; added: boolean; missing: string[] } {
     if (opts.name !== undefined) checkRefName(opts.name);
-    const needs = imageNeeds(image, opts.input ?? opts.name);
+    const needs = opts.needs ?? imageNeeds(image, opts.input ?? opts.name);
     this.lock('shared');
     const digest = fsverityDigest(image).toString('hex');
     const dest = path.join(this.imagesDir, digest);

@@ -4,9 +4,11 @@
  */
 import koffi from 'koffi';
 
+type KoffiFn<A extends unknown[]> = ((...a: A) => number) & { async: (...a: [...A, (err: unknown, res: number) => void]) => void };
+
 interface Libc {
   flock: (fd: number, op: number) => number;
-  syncfs: (fd: number) => number;
+  syncfs: KoffiFn<[number]>;
   ioctl: (fd: number, req: number, arg: Buffer) => number;
 }
 
@@ -17,7 +19,7 @@ function load(): Libc | null {
     const lib = koffi.load('libc.so.6');
     libc = {
       flock: lib.func('int flock(int fd, int op)'),
-      syncfs: lib.func('int syncfs(int fd)'),
+      syncfs: lib.func('int syncfs(int fd)') as KoffiFn<[number]>,
       // ioctl is variadic; one pointer argument has the same ABI as a fixed one on Linux.
       ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
     };
@@ -47,6 +49,13 @@ export function flock(fd: number, op: number, nonBlocking = false): boolean {
     if (e === EWOULDBLOCK) return false;
     throw Object.assign(new Error(`flock failed (errno ${e})`), { code: 'EFLOCK', syscall: 'flock' });
   }
+}
+
+/** syncfs on a koffi worker thread, to start writeback early; resolves false when unavailable. */
+export function syncfsAsync(fd: number): Promise<boolean> {
+  const c = load();
+  if (!c) return Promise.resolve(false);
+  return new Promise((resolve) => c.syncfs.async(fd, (err, res) => resolve(!err && res === 0)));
 }
 
 /** Flush the whole file system holding fd; false when unavailable. */

@@ -14,12 +14,14 @@ import {
   addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
 } from '../format/index.js';
 import { Store, objectRelPath } from './store.js';
-import { syncfs } from './sys.js';
+import { syncfs, syncfsAsync } from './sys.js';
 
 /** Files up to this size are stored inline in the image, as mkcomposefs does. */
 export const MAX_INLINE = 64;
 /** Files up to this size are hashed in memory and written only if the object is new. */
 const BUFFER_LIMIT = 1 << 20;
+/** Staged bytes between background writeback kicks. */
+const WRITEBACK_BATCH = 32 << 20;
 const MAX_NAME = 255;
 
 type TarHeader = tar.Header & { pax?: Record<string, string> | null };
@@ -50,6 +52,9 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
   const staged = new Map<string, Staged>();
   const res: ImportResult = { image: '', entries: 0, files: 0, newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, missing: [] };
   let seq = 0;
+  let unsynced = 0;
+  let writeback: Promise<boolean> | null = null;
+  const stageFd = fs.openSync(stageDir, 'r');
   try {
     const root = newInode(S_IFDIR | 0o755);
     const extract = tar.extract({ filenameEncoding: "latin1" } as Parameters<typeof tar.extract>[0]);
@@ -118,6 +123,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
 
     settleHardlinks(root);
     const image = encodeImage(root, { input });
+    await writeback;
 
     // Durable before visible: sync staged data, move it into objects/, sync again, then register.
     if (staged.size > 0) {
@@ -136,11 +142,13 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       }
       if (!syncAll(store.objectsDir)) for (const d of dirs) fsyncFile(d);
     }
-    const reg = store.addImage(image, { name: opts.name, input });
+    const reg = store.addImage(image, { name: opts.name, input, needs: treeNeeds(root) });
     res.image = reg.digest;
     res.missing = reg.missing;
     return res;
   } finally {
+    await writeback;
+    fs.closeSync(stageFd);
     fs.rmSync(stageDir, { recursive: true, force: true });
   }
 
@@ -176,8 +184,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       const digest = hasher.digest().toString('hex');
       inode.digest = digest;
       inode.payload = objectRelPath(digest);
-      if (staged.has(digest) || store.has(digest)) {
-        if (!staged.has(digest)) store.reuseObject(digest, size);
+      if (staged.has(digest) || store.tryReuse(digest, size)) {
         res.dedupObjects++;
         res.dedupBytes += size;
         if (fd >= 0) fs.rmSync(file, { force: true });
@@ -189,6 +196,12 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
         for (const b of chunks) writeAll(fd, b);
       }
       staged.set(digest, { file, size });
+      unsynced += size;
+      if (unsynced >= WRITEBACK_BATCH && !writeback) {
+        // Start flushing staged data while parsing goes on, so the final sync has less to do.
+        unsynced = 0;
+        writeback = syncfsAsync(stageFd).finally(() => (writeback = null));
+      }
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
@@ -322,6 +335,23 @@ function settleHardlinks(root: Inode): void {
   });
   root.nlink = 2 + root.children!.filter((c) => c.inode.children).length;
   void dirs;
+}
+
+/** The objects a finished tree needs and their total size, as imageNeeds would find them. */
+function treeNeeds(root: Inode): { objects: string[]; logical: number } {
+  const objects = new Set<string>();
+  let logical = 0;
+  const walk = (d: Inode): void => {
+    for (const e of d.children!) {
+      if (e.inode.children) walk(e.inode);
+      else if (!e.link && e.inode.digest && (e.inode.mode & S_IFMT) === S_IFREG) {
+        objects.add(e.inode.digest);
+        logical += e.inode.size;
+      }
+    }
+  };
+  walk(root);
+  return { objects: [...objects].sort(), logical };
 }
 
 /** glibc makedev, kept to the 32 bits an image stores. */
