@@ -21,7 +21,7 @@ export const MAX_INLINE = 64;
 /** Files up to this size are hashed in memory and written only if the object is new. */
 const BUFFER_LIMIT = 1 << 20;
 /** Staged bytes between background writeback kicks. */
-const WRITEBACK_BATCH = 32 << 20;
+const WRITEBACK_BATCH = 16 << 20;
 const MAX_NAME = 255;
 
 type TarHeader = tar.Header & { pax?: Record<string, string> | null };
