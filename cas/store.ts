@@ -12,7 +12,10 @@ import { Index } from './index.js';
 import { LOCK_EX, LOCK_SH, enableVerity, flock } from './sys.js';
 
 export const STORE_MARKER = 'composefs-ts-store.json';
-const MARKER = { format: 'composefs-ts store', version: 1, blockSize: 4096, hash: 'fs-verity-sha256' };
+/** hash: the fs-verity digest with SHA-256 over blockSize blocks, no salt (what composefs uses). */
+const MARKER = { format: 'composefs-ts store', version: 1, blockSize: 4096, hash: 'sha256' };
+/** Marker hash names accepted on open ('fs-verity-sha256' was written by early builds). */
+const MARKER_HASHES = new Set(['sha256', 'fs-verity-sha256']);
 
 /** "ab/cdef…": the first byte of the digest, '/', the other 31 bytes, lower-case hex. */
 export function objectRelPath(hexDigest: string): string {
@@ -109,12 +112,15 @@ export function putObjectFile(objectsDir: string, hexDigest: string, srcPath: st
   }
 }
 
+/** Read buffer of digestOfFile (per thread; allocating 1 MiB per file costs more than hashing it). */
+let readBuf: Buffer | null = null;
+
 /** fs-verity digest of a file, streamed. */
 export function digestOfFile(file: string | Buffer): { digest: string; size: number } {
   const fd = fs.openSync(file, 'r');
   try {
     const h = new FsVerityHasher();
-    const buf = Buffer.allocUnsafe(1 << 20);
+    const buf = (readBuf ??= Buffer.allocUnsafe(1 << 20));
     let size = 0;
     for (;;) {
       const n = fs.readSync(fd, buf, 0, buf.length, null);
@@ -230,7 +236,7 @@ export class Store {
       } catch (e) {
         throw new CfsError(ErrorCode.Io, `unreadable store marker ${STORE_MARKER}: ${(e as Error).message}`, { input: abs });
       }
-      if (marker.version !== MARKER.version || marker.blockSize !== MARKER.blockSize || marker.hash !== MARKER.hash) {
+      if (marker.version !== MARKER.version || marker.blockSize !== MARKER.blockSize || !MARKER_HASHES.has(marker.hash)) {
         throw new CfsError(ErrorCode.Unsupported, `unsupported store format ${JSON.stringify(marker)}`, { input: abs });
       }
     }

@@ -24,10 +24,14 @@ export class XattrError extends Error {
 
 const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
 
+// Scratch buffers, reused: a 64 KiB allocation per file would cost more than the syscalls.
+const listBuf = Buffer.allocUnsafe(4096);
+const value = Buffer.allocUnsafe(MAX);
+
 /** All xattrs of `path` as latin1 (name, value) strings, in listing order. */
 export function readXattrs(path: Buffer, filter?: (name: string) => boolean): [string, string][] {
   const p = cPath(path);
-  let buf = Buffer.allocUnsafe(4096);
+  let buf = listBuf;
   let n = llistxattr(p, buf, buf.length) as number;
   if (n < 0 && koffi.errno() === ERANGE) {
     const size = llistxattr(p, null, 0) as number;
@@ -40,7 +44,6 @@ export function readXattrs(path: Buffer, filter?: (name: string) => boolean): [s
     throw new XattrError(errno, `listing xattrs failed (errno ${errno})`);
   }
   const out: [string, string][] = [];
-  const value = Buffer.allocUnsafe(MAX);
   let start = 0;
   for (let i = 0; i < n; i++) {
     if (buf[i] !== 0) continue;
