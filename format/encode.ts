@@ -345,7 +345,7 @@ function addRootWhiteouts(root: ENode): void {
 }
 
 /** Which version the input needs: 1 if it has whiteouts (char 0:0) and max allows it. */
-export function selectVersion(root: Inode, minVersion: number, maxVersion: number): number {
+function selectVersion(root: Inode, minVersion: number, maxVersion: number): number {
   let version = minVersion;
   if (version < 1 && maxVersion >= 1) {
     const stack = [root];

@@ -63,11 +63,6 @@ export function newInode(mode: number, fields?: Partial<Inode>): Inode {
 export const isDir = (inode: Inode): boolean => (inode.mode & S_IFMT) === S_IFDIR;
 export const fileType = (inode: Inode): number => inode.mode & S_IFMT;
 
-export function getXattr(inode: Inode, key: string): string | undefined {
-  for (const x of inode.xattrs) if (x.key === key) return x.value;
-  return undefined;
-}
-
 /** Binary search for a child by name; returns its index or -(insertion point) - 1. */
 export function findChild(children: Dirent[], name: string): number {
   let lo = 0;
@@ -98,6 +93,3 @@ export function addChild(dir: Inode, dirent: Dirent): boolean {
   return true;
 }
 
-export function compareBytes(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}

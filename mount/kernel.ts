@@ -13,10 +13,8 @@ import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/ind
 import { digestOfFile } from '../cas/store.js';
 import { type ComposefsOptions, overlayOptions } from './options.js';
 
-export class MountError extends CfsError {}
-
 const fail = (msg: string, input?: string): never => {
-  throw new MountError(ErrorCode.Io, msg, { input });
+  throw new CfsError(ErrorCode.Io, msg, { input });
 };
 
 function run(cmd: string, args: string[]): { ok: boolean; err: string } {
