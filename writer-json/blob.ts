@@ -1,0 +1,218 @@
+/**
+ * eStargz / CRFS stargz blobs: find the TOC through the footer, and read file contents out of
+ * the gzip members the TOC points at. zstd:chunked blobs are recognised and refused (Node 20 has
+ * no zstd, and this project adds no native dependency for it yet).
+ *
+ * Footers (../shared/notes/toc.md "Where the TOC lives"):
+ *   eStargz  51 bytes: gzip header with FEXTRA, XLEN=26, subfield 'S' 'G' LEN=22, "%016xSTARGZ",
+ *            empty stored deflate block, CRC32 + ISIZE.
+ *   CRFS     47 bytes: same with XLEN=22 and the 22 bytes "%016xSTARGZ" directly.
+ *   zstd:chunked: ends with the 8-byte magic "GnUlInUx".
+ */
+import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
+import { CfsError, ErrorCode } from '../format/index.js';
+
+export const ESTARGZ_FOOTER_SIZE = 51;
+export const CRFS_FOOTER_SIZE = 47;
+const GZIP_MAGIC = [0x1f, 0x8b];
+const FLG_FEXTRA = 0x04;
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+const ZSTD_CHUNKED_MAGIC = Buffer.from('GnUlInUx', 'latin1');
+export const TOC_TAR_NAME = 'stargz.index.json';
+/** A TOC larger than this decompressed is refused. */
+export const MAX_TOC_SIZE = 256 << 20;
+/** Decompressed bytes allowed in one member range beyond what the TOC says is needed (tar headers, padding). */
+const MEMBER_SLACK = 16 << 20;
+const TAR_BLOCK = 512;
+
+/** Random access to a blob: a file or a buffer (stdin). */
+export interface Blob {
+  readonly name: string;
+  readonly size: number;
+  read(pos: number, len: number): Buffer;
+  close(): void;
+}
+
+export function openBlobFile(file: string): Blob {
+  const fd = fs.openSync(file, 'r');
+  const size = fs.fstatSync(fd).size;
+  return {
+    name: file,
+    size,
+    read(pos, len) {
+      if (pos < 0 || len < 0 || pos + len > size) throw new CfsError(ErrorCode.OutOfBounds, `read of ${len} bytes at ${pos} is past the end of the blob (${size} bytes)`, { input: file });
+      const buf = Buffer.allocUnsafe(len);
+      let off = 0;
+      while (off < len) {
+        const n = fs.readSync(fd, buf, off, len - off, pos + off);
+        if (n === 0) throw new CfsError(ErrorCode.Io, 'blob shrank while reading', { input: file });
+        off += n;
+      }
+      return buf;
+    },
+    close() {
+      fs.closeSync(fd);
+    },
+  };
+}
+
+export function blobFromBuffer(data: Buffer, name: string): Blob {
+  return {
+    name,
+    size: data.length,
+    read(pos, len) {
+      if (pos < 0 || len < 0 || pos + len > data.length) throw new CfsError(ErrorCode.OutOfBounds, `read of ${len} bytes at ${pos} is past the end of the blob (${data.length} bytes)`, { input: name });
+      return data.subarray(pos, pos + len);
+    },
+    close() {},
+  };
+}
+
+export type BlobKind = 'estargz' | 'zstd' | 'gzip' | 'other';
+
+/** What the first and last bytes say a blob is. */
+export function blobKind(head: Buffer, tail: Buffer): BlobKind {
+  if (tail.length >= 8 && tail.subarray(tail.length - 8).equals(ZSTD_CHUNKED_MAGIC)) return 'zstd';
+  if (head.length >= 4 && head.subarray(0, 4).equals(ZSTD_MAGIC)) return 'zstd';
+  if (head.length >= 4 && head.readUInt32LE(0) >>> 4 === 0x184d2a5) return 'zstd'; // skippable frame
+  if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return parseFooter(tail) ? 'estargz' : 'gzip';
+  return 'other';
+}
+
+/** Parse the last bytes of a blob as an eStargz (51) or CRFS (47) footer. */
+export function parseFooter(tail: Buffer): { tocOffset: number; footerSize: number } | null {
+  const tryAt = (size: number, xlen: number, idAt: number): number | null => {
+    if (tail.length < size) return null;
+    const f = tail.subarray(tail.length - size);
+    if (f[0] !== 0x1f || f[1] !== 0x8b || f[2] !== 8 || !(f[3] & FLG_FEXTRA)) return null;
+    if (f.readUInt16LE(10) !== xlen) return null;
+    if (size === ESTARGZ_FOOTER_SIZE && (f[12] !== 0x53 || f[13] !== 0x47 || f.readUInt16LE(14) !== 22)) return null;
+    const id = f.toString('latin1', idAt, idAt + 22);
+    const m = /^([0-9a-f]{16})STARGZ$/.exec(id);
+    if (!m) return null;
+    const off = Number.parseInt(m[1], 16);
+    return Number.isSafeInteger(off) ? off : null;
+  };
+  const e = tryAt(ESTARGZ_FOOTER_SIZE, 26, 16);
+  if (e !== null) return { tocOffset: e, footerSize: ESTARGZ_FOOTER_SIZE };
+  const c = tryAt(CRFS_FOOTER_SIZE, 22, 12);
+  if (c !== null) return { tocOffset: c, footerSize: CRFS_FOOTER_SIZE };
+  return null;
+}
+
+const zstdUnsupported = (input: string): CfsError =>
+  new CfsError(ErrorCode.Unsupported, 'zstd:chunked blobs are not supported yet (Node 20 has no zstd decompressor); convert its TOC JSON instead', { input });
+
+/** Locate the footer of an eStargz blob, refusing zstd:chunked and anything else. */
+export function blobFooter(blob: Blob): { tocOffset: number; footerSize: number } {
+  const head = blob.read(0, Math.min(16, blob.size));
+  const tail = blob.read(Math.max(0, blob.size - ESTARGZ_FOOTER_SIZE), Math.min(ESTARGZ_FOOTER_SIZE, blob.size));
+  const kind = blobKind(head, tail);
+  if (kind === 'zstd') throw zstdUnsupported(blob.name);
+  const footer = parseFooter(tail);
+  if (!footer) throw new CfsError(ErrorCode.BadMagic, 'not an eStargz/stargz blob (no footer with a TOC offset)', { input: blob.name });
+  if (footer.tocOffset >= blob.size - footer.footerSize) {
+    throw new CfsError(ErrorCode.OutOfBounds, `footer points at TOC offset ${footer.tocOffset}, past the data (${blob.size} bytes)`, { input: blob.name });
+  }
+  return footer;
+}
+
+/** The TOC JSON bytes of an eStargz blob: the `stargz.index.json` tar entry in the TOC member. */
+export function readTocFromBlob(blob: Blob): { toc: Buffer; tocOffset: number } {
+  const { tocOffset, footerSize } = blobFooter(blob);
+  const compressed = blob.read(tocOffset, blob.size - footerSize - tocOffset);
+  let tarData: Buffer;
+  try {
+    tarData = zlib.gunzipSync(compressed, { maxOutputLength: MAX_TOC_SIZE + 64 * TAR_BLOCK });
+  } catch (e) {
+    throw new CfsError(ErrorCode.Io, `cannot decompress the TOC member at ${tocOffset}: ${(e as Error).message}`, { input: blob.name });
+  }
+  const toc = findTarEntry(tarData, TOC_TAR_NAME);
+  if (!toc) throw new CfsError(ErrorCode.BadMagic, `no ${TOC_TAR_NAME} in the TOC member at ${tocOffset}`, { input: blob.name });
+  return { toc, tocOffset };
+}
+
+/** Find a regular entry by name in a tar stream (ustar/GNU headers; other entries skipped). */
+export function findTarEntry(tar: Buffer, name: string): Buffer | null {
+  let pos = 0;
+  while (pos + TAR_BLOCK <= tar.length) {
+    const h = tar.subarray(pos, pos + TAR_BLOCK);
+    if (h.every((b) => b === 0)) return null;
+    const cstr = (from: number, len: number): string => {
+      const s = h.subarray(from, from + len);
+      const nul = s.indexOf(0);
+      return s.toString('latin1', 0, nul < 0 ? len : nul);
+    };
+    let entryName = cstr(0, 100);
+    const magic = cstr(257, 6);
+    if (magic === 'ustar') {
+      const prefix = cstr(345, 155);
+      if (prefix) entryName = `${prefix}/${entryName}`;
+    }
+    const size = tarSize(h.subarray(124, 136));
+    if (size === null) return null;
+    const type = String.fromCharCode(h[156] || 0x30);
+    const dataAt = pos + TAR_BLOCK;
+    if (dataAt + size > tar.length) return null;
+    if ((type === '0' || type === '7') && entryName.replace(/^\.\//, '') === name) return tar.subarray(dataAt, dataAt + size);
+    pos = dataAt + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
+  }
+  return null;
+}
+
+function tarSize(field: Buffer): number | null {
+  if (field[0] & 0x80) {
+    // base-256
+    let v = 0;
+    for (let i = 1; i < field.length; i++) v = v * 256 + field[i];
+    return Number.isSafeInteger(v) ? v : null;
+  }
+  const s = field.toString('latin1').replace(/[\0 ]+$/, '').trim();
+  if (!/^[0-7]*$/.test(s)) return null;
+  return s === '' ? 0 : Number.parseInt(s, 8);
+}
+
+/**
+ * Reads uncompressed ranges out of the blob. A compressed range runs from a member offset the TOC
+ * names to the next such offset (or to the TOC): gzip members decompress back to back, so small
+ * files sharing one member (innerOffset) are decompressed once.
+ */
+export class MemberReader {
+  private readonly ends = new Map<number, number>();
+  private cacheOffset = -1;
+  private cache: Buffer = Buffer.alloc(0);
+
+  /**
+   * @param offsets every member offset the TOC references, with the uncompressed bytes needed
+   *   from it (innerOffset + length, the largest over all references)
+   * @param dataEnd where the file data ends (the TOC member's offset)
+   */
+  constructor(
+    private readonly blob: Blob,
+    private readonly need: ReadonlyMap<number, number>,
+    dataEnd: number,
+  ) {
+    const sorted = [...need.keys()].sort((a, b) => a - b);
+    for (let i = 0; i < sorted.length; i++) this.ends.set(sorted[i], i + 1 < sorted.length ? sorted[i + 1] : dataEnd);
+  }
+
+  /** `len` uncompressed bytes at `inner` in the stream that starts at member `offset`. */
+  read(offset: number, inner: number, len: number): Buffer {
+    if (offset !== this.cacheOffset) {
+      const end = this.ends.get(offset);
+      if (end === undefined || end <= offset) throw new CfsError(ErrorCode.OutOfBounds, `member offset ${offset} is not inside the blob's data`, { input: this.blob.name });
+      const compressed = this.blob.read(offset, end - offset);
+      try {
+        this.cache = zlib.gunzipSync(compressed, { maxOutputLength: this.need.get(offset)! + MEMBER_SLACK });
+      } catch (e) {
+        throw new CfsError(ErrorCode.Io, `cannot decompress the gzip member at offset ${offset}: ${(e as Error).message}`, { input: this.blob.name });
+      }
+      this.cacheOffset = offset;
+    }
+    if (inner + len > this.cache.length) {
+      throw new CfsError(ErrorCode.OutOfBounds, `member at offset ${offset} holds ${this.cache.length} bytes, not ${inner + len}`, { input: this.blob.name });
+    }
+    return this.cache.subarray(inner, inner + len);
+  }
+}
