@@ -150,7 +150,8 @@ function fileDigest(file: string): { digest: string; verity: string | null | 'un
 
 /** Recompute every digest, check images and refs; with repair, quarantine bad objects. */
 export function fsck(store: Store, opts: { repair?: boolean } = {}): FsckResult {
-  if (opts.repair) store.lock('exclusive');
+  // Shared keeps gc out while we read; repair moves files, so it excludes writers too.
+  store.lock(opts.repair ? 'exclusive' : 'shared');
   const res: FsckResult = { objects: 0, images: 0, refs: 0, problems: [], litter: [], verity: 'none', repaired: [] };
   const present = new Set<string>();
   const badObjects: { digest: string; path: string }[] = [];

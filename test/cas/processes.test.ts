@@ -93,8 +93,9 @@ describe('cfs-cas processes', () => {
         expect(r.code, r.stderr).toBe(0);
         const m = await cas(['missing', name, '--store', store]);
         expect(m.stdout, `round ${i}`).toBe('');
-        expect(m.code).toBe(0);
-        expect((await cas(['rm-ref', name, '--store', store])).code).toBe(0);
+        expect(m.code, m.stderr).toBe(0);
+        const rm = await cas(['rm-ref', name, '--store', store]);
+        expect(rm.code, rm.stderr).toBe(0);
       }
     };
     await Promise.all([writer('w1'), writer('w2')]);
