@@ -1,0 +1,187 @@
+/**
+ * cfs-writer-json with eStargz blobs built here (estargz.ts): the TOC found through the footer,
+ * contents decompressed into a cfs-cas store under their fs-verity names (chunked files, small
+ * files sharing a member, dedup, inline small files), digests checked, zstd:chunked refused,
+ * and (as root, with erofs + overlayfs) the mounted image shows the real contents.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeImage, dumpToString, fsverityDigest, type Inode } from '../../format/index.js';
+import { Store, objectRelPath } from '../../cas/store.js';
+import { kernelHas } from '../../mount/kernel.js';
+import { runBinAsync } from './helpers.js';
+import { type BlobFile, buildEstargz } from './estargz.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-writer-json-blob-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const big = randomBytes(300_000);
+const medium = randomBytes(200);
+const FILES: BlobFile[] = [
+  { name: './', type: 'dir' },
+  { name: 'etc/', type: 'dir' },
+  { name: 'etc/a', type: 'reg', data: Buffer.from('alpha\n'), shareMember: true },
+  { name: 'etc/b', type: 'reg', data: Buffer.from('bravo\n'), shareMember: true },
+  { name: 'etc/c', type: 'reg', data: medium, shareMember: true },
+  { name: 'etc/empty', type: 'reg' },
+  { name: 'usr/lib/big.bin', type: 'reg', data: big, chunkSize: 100_000, mode: 0o755 },
+  { name: 'usr/lib/big-link', type: 'hardlink', linkName: 'usr/lib/big.bin' },
+  { name: 'usr/lib/copy.bin', type: 'reg', data: big },
+  { name: 'bin', type: 'symlink', linkName: 'usr/bin' },
+  { name: '.prefetch.landmark', type: 'reg', data: Buffer.from([0x0f]) },
+];
+const CONTENT: Record<string, Buffer> = { 'etc/a': Buffer.from('alpha\n'), 'etc/b': Buffer.from('bravo\n'), 'etc/c': medium, 'etc/empty': Buffer.alloc(0), 'usr/lib/big.bin': big, 'usr/lib/big-link': big, 'usr/lib/copy.bin': big };
+
+const built = buildEstargz(FILES);
+const blobFile = path.join(tmp, 'layer.estargz');
+const tocFile = path.join(tmp, 'toc.json');
+beforeAll(() => {
+  fs.writeFileSync(blobFile, built.blob);
+  fs.writeFileSync(tocFile, JSON.stringify(built.toc));
+});
+
+function lookup(root: Inode, p: string): Inode {
+  let n = root;
+  for (const part of p.split('/')) n = n.children!.find((d) => d.name === part)!.inode;
+  return n;
+}
+const hex = (b: Buffer): string => fsverityDigest(b).toString('hex');
+
+describe('eStargz blob → image', () => {
+  it('the blob checks out: chunk entries, shared members, landmark', () => {
+    const types = built.toc.entries.map((e) => e.type);
+    expect(types.filter((t) => t === 'chunk').length).toBe(2);
+    expect(built.toc.entries.filter((e) => (e.innerOffset as number) > 0).length).toBe(3);
+  });
+
+  it('--store: contents go into the store under fs-verity names, the image is registered', async () => {
+    const store = path.join(tmp, 'store');
+    const img = path.join(tmp, 'with-store.img');
+    const r = await runBinAsync('cfs-writer-json', ['--store', store, '--name', 'app', blobFile, img]);
+    expect(r.stderr).toMatch(/13 entries, 5 files with content .*, 2 inline/);
+    expect(r.stderr).toMatch(/objects: 2 new .*, 1 deduplicated/);
+    expect(r.code).toBe(0);
+    const image = fs.readFileSync(img);
+    const root = decodeImage(image).root;
+    const dump = dumpToString(root);
+    expect(dump).not.toContain('landmark');
+    for (const [p, data] of Object.entries(CONTENT)) {
+      const n = lookup(root, p);
+      expect(n.size, p).toBe(data.length);
+      if (data.length === 0) expect(n.payload, p).toBeNull();
+      else if (data.length <= 64) expect(n.content, p).toBe(data.toString('latin1'));
+      else {
+        expect(n.digest, p).toBe(hex(data));
+        expect(n.payload, p).toBe(objectRelPath(hex(data)));
+        expect(fs.readFileSync(path.join(store, 'objects', n.payload!)).equals(data), p).toBe(true);
+      }
+    }
+    expect(lookup(root, 'usr/lib/big.bin').nlink).toBe(2);
+    expect(lookup(root, 'usr/lib/big.bin').mode).toBe(0o100755);
+    const s = Store.open(store);
+    try {
+      expect(s.readRef('app')).toBe(hex(image));
+    } finally {
+      s.close();
+    }
+    // Same image from the TOC JSON plus --blob, and from the blob on stdin.
+    const [viaToc, viaStdin] = await Promise.all([
+      runBinAsync('cfs-writer-json', ['--store', store, '--blob', blobFile, tocFile, '-']),
+      runBinAsync('cfs-writer-json', ['--store', store, '-', '-'], { input: built.blob }),
+    ]);
+    expect(viaToc.code).toBe(0);
+    expect(viaToc.stderr).toMatch(/objects: 0 new .*, 3 deduplicated/);
+    expect(viaToc.stdout.equals(image)).toBe(true);
+    expect(viaStdin.code).toBe(0);
+    expect(viaStdin.stdout.equals(image)).toBe(true);
+  });
+
+  it('without --store: the TOC is read from the blob and payloads come from the sha256 digests', async () => {
+    const r = await runBinAsync('cfs-writer-json', [blobFile]);
+    expect(r.code).toBe(0);
+    const root = decodeImage(r.stdout).root;
+    const entry = built.toc.entries.find((e) => e.name === 'usr/lib/big.bin')!;
+    const sha = (entry.digest as string).slice(7);
+    expect(lookup(root, 'usr/lib/big.bin').payload).toBe(`${sha.slice(0, 2)}/${sha.slice(2)}`);
+    expect(lookup(root, 'usr/lib/big.bin').digest).toBeNull();
+  });
+
+  it('content that does not match the TOC digest is refused; the store gains nothing', async () => {
+    const store = path.join(tmp, 'store-bad');
+    const toc = structuredClone(built.toc);
+    const e = toc.entries.find((x) => x.name === 'usr/lib/copy.bin')!;
+    e.digest = `sha256:${'0'.repeat(64)}`;
+    const bad = path.join(tmp, 'bad-digest.json');
+    fs.writeFileSync(bad, JSON.stringify(toc));
+    const img = path.join(tmp, 'bad.img');
+    const r = await runBinAsync('cfs-writer-json', ['--store', store, '--blob', blobFile, bad, img]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/entry \d+ "usr\/lib\/copy.bin": content in the blob does not match the entry's sha256 digest/);
+    expect(fs.existsSync(img)).toBe(false);
+    expect(fs.readdirSync(path.join(store, 'objects'))).toEqual([]);
+    expect(fs.readdirSync(path.join(store, 'tmp'))).toEqual([]);
+  });
+
+  it('a corrupt member or an offset past the data is an error naming the entry', async () => {
+    const toc = structuredClone(built.toc);
+    const e = toc.entries.find((x) => x.name === 'etc/c')!;
+    e.offset = built.tocOffset + 5;
+    const bad = path.join(tmp, 'bad-offset.json');
+    fs.writeFileSync(bad, JSON.stringify(toc));
+    const r = await runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-off'), '--blob', blobFile, bad, path.join(tmp, 'x.img')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/entry \d+ "etc\/c": blob offset \d+ is not before the TOC/);
+    const cut = Buffer.from(built.blob);
+    const big0 = built.toc.entries.find((x) => x.name === 'usr/lib/big.bin')!.offset as number;
+    cut.fill(0x55, big0 + 20, big0 + 60);
+    const cutFile = path.join(tmp, 'corrupt.estargz');
+    fs.writeFileSync(cutFile, cut);
+    const r2 = await runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-cut'), cutFile, path.join(tmp, 'y.img')]);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/entry \d+ "usr\/lib\/big.bin": (cannot decompress|.*does not match)/);
+  });
+
+  it('zstd:chunked blobs are refused as not supported yet; usage errors exit 2', async () => {
+    const zfooter = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(60), Buffer.from('GnUlInUx')]);
+    const z = path.join(tmp, 'layer.zst');
+    fs.writeFileSync(z, zfooter);
+    const [r, u1, u2] = await Promise.all([
+      runBinAsync('cfs-writer-json', [z, path.join(tmp, 'z.img')]),
+      runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-u'), tocFile]),
+      runBinAsync('cfs-writer-json', ['--blob', blobFile, tocFile]),
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/CFS_UNSUPPORTED: zstd:chunked blobs are not supported yet/);
+    expect(u1.code).toBe(2);
+    expect(u1.stderr).toMatch(/--store needs the eStargz blob/);
+    expect(u2.code).toBe(2);
+  });
+});
+
+const isRoot = process.getuid?.() === 0;
+const noMount = !isRoot ? 'not root' : !kernelHas('erofs') || !kernelHas('overlay') ? 'kernel lacks erofs or overlay' : null;
+
+describe.runIf(!noMount)('mounting an image made from an eStargz blob', () => {
+  it('shows the real file contents', async () => {
+    const store = path.join(tmp, 'store-mount');
+    const r = await runBinAsync('cfs-writer-json', ['--store', store, '--name', 'layer', blobFile]);
+    expect(r.code).toBe(0);
+    const mnt = fs.mkdtempSync(path.join(tmp, 'mnt-'));
+    const m = await runBinAsync('cfs-mount', ['--store', store, 'layer', mnt]);
+    expect(m.stderr).toBe('');
+    expect(m.code).toBe(0);
+    try {
+      for (const [p, data] of Object.entries(CONTENT)) expect(fs.readFileSync(path.join(mnt, p)).equals(data), p).toBe(true);
+      expect(fs.readlinkSync(path.join(mnt, 'bin'))).toBe('usr/bin');
+      expect(fs.statSync(path.join(mnt, 'usr/lib/big.bin')).nlink).toBe(2);
+      expect(fs.existsSync(path.join(mnt, '.prefetch.landmark'))).toBe(false);
+    } finally {
+      const u = await runBinAsync('cfs-mount', ['umount', mnt]);
+      if (u.code !== 0) spawnSync('umount', [mnt]);
+    }
+  });
+});
