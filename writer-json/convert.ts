@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, FsVerityHasher, encodeImage, isCfsError } from '../format/index.js';
 import { type Store, objectRelPath } from '../cas/store.js';
+import { syncfs } from '../cas/sys.js';
 import { type Blob, MemberReader } from './blob.js';
 import { type ContentFile, type TocTree, buildTree, parseTocJson, quoteName } from './toc.js';
 
@@ -72,6 +73,8 @@ export function convertToc(tocBytes: Uint8Array, opts: ConvertOptions): ConvertR
     const stats: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, inlined: 0, image: '', missing: [] };
     extractContents(tree, opts.blob, opts.dataEnd ?? opts.blob.size, store, stageDir, staged, stats, opts.input);
     const image = encodeImage(tree.root, enc);
+    // Durable before visible: one syncfs for all staged data (fsync each where it's unavailable).
+    if (staged.size > 0 && !syncDir(stageDir)) for (const s of staged.values()) fsyncPath(s.file);
     for (const [digest, s] of staged) {
       const r = store.commitStaged(s.file, digest, s.size);
       if (r.added) {
@@ -183,7 +186,6 @@ function extractContents(
         stats.inlined++;
         continue;
       }
-      fs.fsyncSync(fd);
       fs.closeSync(fd);
       fd = -1;
       f.inode.digest = digest;
@@ -198,5 +200,23 @@ function extractContents(
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
+  }
+}
+
+function syncDir(dir: string): boolean {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    return syncfs(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function fsyncPath(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }

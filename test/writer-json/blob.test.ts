@@ -14,7 +14,7 @@ import { decodeImage, dumpToString, fsverityDigest, type Inode } from '../../for
 import { Store, objectRelPath } from '../../cas/store.js';
 import { kernelHas } from '../../mount/kernel.js';
 import { runBinAsync } from './helpers.js';
-import { type BlobFile, buildEstargz } from './estargz.js';
+import { type BlobFile, buildEstargz } from '../../writer-json/estargz-build.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-writer-json-blob-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

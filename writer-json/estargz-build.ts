@@ -1,5 +1,5 @@
 /**
- * Builds eStargz blobs for tests, laid out as stargz-snapshotter's writer does: each tar header
+ * Builds eStargz blobs (for tests and the benchmark; files held in memory), laid out as stargz-snapshotter's writer does: each tar header
  * in its own gzip member, each file chunk in its own member (or several small files sharing one
  * member, told apart by innerOffset), then the TOC member (a tar holding stargz.index.json) and
  * the 51-byte footer pointing at it.
