@@ -19,7 +19,11 @@
  *   MKCOMPOSEFS     upstream mkcomposefs     (default: on PATH, else /work/upstream/bin/mkcomposefs)
  *   COMPOSEFS_INFO  upstream composefs-info  (default: on PATH, else /work/upstream/bin/composefs-info)
  *
- * Then runs the cfs-cas import benchmark (bench/cas.ts; BENCH_CAS_* settings there).
+ * Then runs the cfs-cas import benchmark (bench/cas.ts; BENCH_CAS_* settings there), the
+ * directory-writer benchmark against mkcomposefs on real trees (bench/dir.ts; BENCH_DIR_*) and the
+ * mount benchmark, composefs vs squashfs vs erofs (bench/mount.ts, needs root; BENCH_MOUNT_TREE).
+ *
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas (default: all)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
  */
@@ -30,7 +34,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runCasBench } from './cas.js';
+import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
+import { runMountBench } from './mount.js';
+import { Interrupted, SIGNAL_EXIT } from './util.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
 const PKG_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -99,15 +106,6 @@ function findUpstream(name: string, envVar: string): string | undefined {
   }
   const local = path.join(UPSTREAM_DIR, name);
   return isExecutable(local) ? local : undefined;
-}
-
-const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
-
-/** The benchmark was interrupted (the child died of SIGINT/SIGTERM, e.g. Ctrl-C): stop everything. */
-class Interrupted extends Error {
-  constructor(readonly exitCode: number) {
-    super('interrupted');
-  }
 }
 
 /** Run a command once with stdout discarded; returns wall seconds, or undefined on failure. */
@@ -258,6 +256,24 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
+const SECTIONS = ['dump', 'dir', 'mount', 'cas'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** BENCH_ONLY: the sections to run (default all). */
+function readSections(): Set<Section> {
+  const raw = process.env.BENCH_ONLY?.trim();
+  if (!raw) return new Set(SECTIONS);
+  const chosen = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of chosen) {
+    if (!(SECTIONS as readonly string[]).includes(s)) {
+      console.error(`bench: BENCH_ONLY must list sections from ${SECTIONS.join('|')}, got ${JSON.stringify(raw)}`);
+      process.exit(2);
+    }
+  }
+  return new Set(chosen as Section[]);
+}
+
+const sections = readSections();
 const settings = readSettings();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-bench-'));
 const cleanup = (): void => fs.rmSync(tmp, { recursive: true, force: true });
@@ -269,8 +285,10 @@ for (const [sig, code] of Object.entries(SIGNAL_EXIT)) {
   });
 }
 try {
-  process.exitCode = main(settings, tmp);
-  if ((await runCasBench(tmp)) !== 0) process.exitCode = 1;
+  if (sections.has('dump')) process.exitCode = main(settings, tmp);
+  if (sections.has('cas') && (await runCasBench(tmp)) !== 0) process.exitCode = 1;
+  if (sections.has('dir') && runDirBench(tmp) !== 0) process.exitCode = 1;
+  if (sections.has('mount') && runMountBench() !== 0) process.exitCode = 1;
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
   console.error('bench: interrupted');
