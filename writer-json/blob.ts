@@ -192,8 +192,10 @@ export class MemberReader {
     private readonly blob: Blob,
     private readonly need: ReadonlyMap<number, number>,
     dataEnd: number,
+    /** Other member offsets (entries whose content isn't read), so ranges stop there too. */
+    boundaries: Iterable<number> = [],
   ) {
-    const sorted = [...need.keys()].sort((a, b) => a - b);
+    const sorted = [...new Set([...need.keys(), ...boundaries])].filter((o) => o < dataEnd).sort((a, b) => a - b);
     for (let i = 0; i < sorted.length; i++) this.ends.set(sorted[i], i + 1 < sorted.length ? sorted[i + 1] : dataEnd);
   }
 

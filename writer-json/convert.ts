@@ -143,7 +143,7 @@ function extractContents(
     }
     plans.push(pieces);
   }
-  const reader = new MemberReader(blob, need, dataEnd);
+  const reader = new MemberReader(blob, need, dataEnd, tree.offsets);
   let seq = 0;
   for (let i = 0; i < tree.files.length; i++) {
     const f = tree.files[i];

@@ -50,6 +50,8 @@ export interface TocTree {
   entries: number;
   /** Non-empty regular files without x-payload, one per inode, in TOC order. */
   files: ContentFile[];
+  /** Every blob offset a reg or chunk entry names (member boundaries), including skipped ones. */
+  offsets: Set<number>;
 }
 
 export interface TocOptions {
@@ -197,6 +199,7 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
   const root = newInode(S_IFDIR | 0o755);
   const nodes = new Map<string, Node>([['', { inode: root, entry: -1, createdBy: -1 }]]);
   const files: ContentFile[] = [];
+  const offsets = new Set<number>();
   const hardlinked = new Set<Inode>();
   /** The last reg entry, for the chunk entries that follow it (null content = nothing to collect). */
   let lastReg: { path: string; content: ContentFile | null } | null = null;
@@ -214,6 +217,7 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
     const e = parsed.data as TocEntry;
     const parts = normalizePath(e.name, 'name', fail);
     const path = parts.join('/');
+    if (e.offset !== undefined && (e.type === 'reg' || e.type === 'chunk')) offsets.add(e.offset);
 
     if (e.type === 'chunk') {
       if (!lastReg || lastReg.path !== path) fail('chunk entry without a preceding reg entry of the same name');
@@ -294,7 +298,7 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
   }
 
   sortAndOwn(root, hardlinked);
-  return { root, entries: raw.length, files };
+  return { root, entries: raw.length, files, offsets };
 
   /** Put a name in the tree, creating missing parents; an explicit dir may follow its children. */
   function place(index: number, parts: string[], path: string, inode: Inode, link: boolean, fail: (msg: string) => never): void {

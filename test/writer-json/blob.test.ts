@@ -145,6 +145,26 @@ describe('eStargz blob → image', () => {
     expect(r2.stderr).toMatch(/entry \d+ "usr\/lib\/big.bin": (cannot decompress|.*does not match)/);
   });
 
+  it('files with x-payload keep it under --store, and their members still bound the others', async () => {
+    const small = randomBytes(100);
+    const b = buildEstargz([
+      { name: 'small', type: 'reg', data: small },
+      { name: 'huge', type: 'reg', data: Buffer.alloc(24 << 20) }, // beyond the decompression slack
+    ]);
+    const t = structuredClone(b.toc);
+    t.entries.find((e) => e.name === 'huge')!['x-payload'] = 'elsewhere/huge';
+    const blob = path.join(tmp, 'xp.estargz');
+    const tocPath = path.join(tmp, 'xp.json');
+    fs.writeFileSync(blob, b.blob);
+    fs.writeFileSync(tocPath, JSON.stringify(t));
+    const r = await runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-xp'), '--blob', blob, tocPath, '-']);
+    expect(r.stderr).toMatch(/1 objects named by x-payload are not in the store|objects: 1 new/);
+    expect(r.code).toBe(0);
+    const root = decodeImage(r.stdout).root;
+    expect(lookup(root, 'huge').payload).toBe('elsewhere/huge');
+    expect(lookup(root, 'small').payload).toBe(objectRelPath(hex(small)));
+  });
+
   it('zstd:chunked blobs are refused as not supported yet; usage errors exit 2', async () => {
     const zfooter = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(60), Buffer.from('GnUlInUx')]);
     const z = path.join(tmp, 'layer.zst');
