@@ -206,9 +206,9 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
 
   for (let i = 0; i < raw.length; i++) {
     const r = raw[i];
-    const rawName = typeof r === 'object' && r !== null && typeof (r as { name?: unknown }).name === 'string' ? (r as { name: string }).name : undefined;
-    const where = `entry ${i}${rawName !== undefined ? ` ${quoteName(rawName)}` : ''}`;
     const fail = (msg: string): never => {
+      const rawName = typeof r === 'object' && r !== null && typeof (r as { name?: unknown }).name === 'string' ? (r as { name: string }).name : undefined;
+      const where = `entry ${i}${rawName !== undefined ? ` ${quoteName(rawName)}` : ''}`;
       throw new CfsError(ErrorCode.InvalidTree, `${where}: ${msg}`, { input });
     };
     if (typeof r !== 'object' || r === null || Array.isArray(r)) fail('not a JSON object');
