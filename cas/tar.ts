@@ -5,6 +5,7 @@
  * image encoded, so a bad or truncated archive leaves the store as it was.
  */
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
@@ -24,7 +25,37 @@ const BUFFER_LIMIT = 1 << 20;
 const WRITEBACK_BATCH = 16 << 20;
 const MAX_NAME = 255;
 
+/** pax records; values are byte strings (latin1), see decodePaxBytes. */
 type TarHeader = tar.Header & { pax?: Record<string, string> | null };
+
+/**
+ * tar-stream decodes pax records as UTF-8, which mangles binary xattr values (security.capability)
+ * and non-UTF-8 paths. Its extractor calls headers.decodePax through the module object, so we
+ * swap in a decoder that keeps every byte (latin1 strings, like the rest of the tree).
+ */
+function decodePaxBytes(buf: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let off = 0;
+  while (off < buf.length) {
+    if (buf[off] === 0) break; // NUL padding
+    const sp = buf.indexOf(0x20, off);
+    const len = sp > off ? Number(buf.toString('latin1', off, sp)) : NaN;
+    if (!Number.isSafeInteger(len) || len <= sp - off + 2 || off + len > buf.length || buf[off + len - 1] !== 0x0a) {
+      throw new Error(`malformed pax record at byte ${off} of an extended header`);
+    }
+    const rec = buf.toString('latin1', sp + 1, off + len - 1);
+    const eq = rec.indexOf('=');
+    if (eq <= 0) throw new Error(`malformed pax record at byte ${off} of an extended header`);
+    out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    off += len;
+  }
+  return out;
+}
+{
+  const req = createRequire(import.meta.url);
+  const headers = req(path.join(path.dirname(req.resolve('tar-stream')), 'headers.js')) as { decodePax: typeof decodePaxBytes };
+  headers.decodePax = decodePaxBytes;
+}
 const PATH_MAX = 4096;
 
 export interface ImportResult {
@@ -66,7 +97,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       for await (const entry of extract) {
         const h = entry.header as TarHeader;
         res.entries++;
-        const name = h.pax?.path !== undefined ? utf8ToBytes(h.pax.path) : h.name;
+        const name = h.pax?.path ?? h.name;
         const parts = splitPath(name, bad);
         const where = JSON.stringify(name);
         let inode: Inode;
@@ -85,7 +116,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
             inode = newInode(S_IFDIR | perm);
             break;
           case 'symlink': {
-            const target = h.pax?.linkpath !== undefined ? utf8ToBytes(h.pax.linkpath) : h.linkname ?? '';
+            const target = h.pax?.linkpath ?? h.linkname ?? '';
             if (target.length === 0 || target.length >= PATH_MAX) throw bad(`${where}: symlink target of ${target.length} bytes`);
             inode = newInode(S_IFLNK | 0o777, { payload: target, size: target.length });
             break;
@@ -98,7 +129,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
             inode = newInode(S_IFIFO | perm);
             break;
           case 'link': {
-            const target = h.pax?.linkpath !== undefined ? utf8ToBytes(h.pax.linkpath) : h.linkname ?? '';
+            const target = h.pax?.linkpath ?? h.linkname ?? '';
             const t = lookup(root, splitPath(target, bad));
             if (!t) throw bad(`${where}: hardlink to ${JSON.stringify(target)}, which is not in the archive before it`);
             if ((t.mode & S_IFMT) === S_IFDIR) throw bad(`${where}: hardlink to a directory`);
@@ -237,11 +268,6 @@ function tarError(e: Error, input: string): CfsError {
   return new CfsError(ErrorCode.Io, msg, { input });
 }
 
-/** pax values arrive as UTF-8 decoded text; the tree holds bytes as latin1 strings. */
-function utf8ToBytes(s: string): string {
-  return Buffer.from(s, 'utf8').toString('latin1');
-}
-
 /** Components of an archive path; rejects absolute paths, `..`, and over-long names. */
 function splitPath(name: string, bad: (m: string) => CfsError): string[] {
   if (name.startsWith('/')) throw bad(`absolute path ${JSON.stringify(name)} in archive`);
@@ -377,9 +403,9 @@ function paxXattrs(pax: Record<string, string> | null | undefined): { key: strin
   if (!pax) return [];
   const out = new Map<string, string>();
   for (const [k, v] of Object.entries(pax)) {
-    if (k.startsWith('SCHILY.xattr.')) out.set(utf8ToBytes(k.slice(13)), utf8ToBytes(v));
+    if (k.startsWith('SCHILY.xattr.')) out.set(k.slice(13), v);
     else if (k.startsWith('LIBARCHIVE.xattr.')) {
-      const key = Buffer.from(decodeURIComponent(k.slice(17)), 'utf8').toString('latin1');
+      const key = Buffer.from(decodeURIComponent(Buffer.from(k.slice(17), 'latin1').toString('utf8')), 'utf8').toString('latin1');
       out.set(key, Buffer.from(v, 'base64').toString('latin1'));
     }
   }

@@ -55,14 +55,14 @@ describe('cfs-cas processes', () => {
 
     let killed = 0;
     for (let i = 0; i < 12; i++) {
-      const r = await cas(['import-tar', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 1.1) });
+      const r = await cas(['import-tar', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 0.8) });
       if (r.signal === 'SIGKILL') killed++;
       else expect(r.code, r.stderr).toBe(0);
       const f = await cas(['fsck', '--json', '--store', store]);
-      expect(f.code, f.stdout).toBe(0);
+      expect(f.code, f.stdout + f.stderr).toBe(0);
       expect(JSON.parse(f.stdout).problems).toEqual([]);
     }
-    expect(killed).toBeGreaterThan(3);
+    expect(killed).toBeGreaterThanOrEqual(3);
     const again = await cas(['import-tar', tar, '--name', 'base', '--store', store]);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout.trim()).toBe(full.stdout.trim());

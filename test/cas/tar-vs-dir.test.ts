@@ -23,7 +23,11 @@ function makeTree(root: string, xattrs: boolean): void {
   fs.linkSync(path.join(root, 'etc', 'big'), path.join(root, 'hard'));
   fs.symlinkSync('etc/big', path.join(root, 'sym'));
   fs.chmodSync(path.join(root, 'etc', 'small'), 0o600);
-  if (xattrs) spawnSync('setfattr', ['-n', 'user.note', '-v', 'hello', path.join(root, 'etc', 'big')]);
+  if (xattrs) {
+    spawnSync('setfattr', ['-n', 'user.note', '-v', 'hello', path.join(root, 'etc', 'big')]);
+    // binary value (00 ff 00 c3 28: not UTF-8), as security.capability is
+    spawnSync('setfattr', ['-n', 'user.bin', '-v', '0sAP8Awyg=', path.join(root, 'etc', 'small')]);
+  }
   // Whole seconds: the gnu format keeps no fractions.
   const t = new Date(1_600_000_000_000);
   const walk = (d: string): void => {
@@ -58,9 +62,9 @@ describe.skipIf(!has('tar'))('import-tar vs cfs-writer on the same directory', (
       expect(w.code, w.stderr).toBe(0);
       let want = runBin('cfs-dump', [path.join(dir, 'w.img')]).stdout.toString();
       // gnu format carries no xattrs
-      if (format === 'gnu') want = want.replace(/ user\.note=hello/g, '');
+      if (format === 'gnu') want = want.replace(/ user\.(note|bin)=\S+/g, '');
       expect(ours.stdout.toString()).toBe(want);
-      if (format === 'posix' && xattrs) expect(want).toContain('user.note=hello');
+      if (format === 'posix' && xattrs) expect(want).toContain('user.bin=\\x00\\xff\\x00\\xc3(');
       store.close();
     });
   }
