@@ -165,6 +165,30 @@ describe('eStargz blob → image', () => {
     expect(lookup(root, 'small').payload).toBe(objectRelPath(hex(small)));
   });
 
+  it('reads the older 47-byte CRFS stargz footer too', async () => {
+    const crfs = Buffer.alloc(47);
+    Buffer.from([0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff]).copy(crfs, 0);
+    crfs.writeUInt16LE(22, 10);
+    crfs.write(`${built.tocOffset.toString(16).padStart(16, '0')}STARGZ`, 12, 'latin1');
+    Buffer.from([1, 0, 0, 0xff, 0xff]).copy(crfs, 34);
+    const file = path.join(tmp, 'layer.stargz');
+    fs.writeFileSync(file, Buffer.concat([built.blob.subarray(0, built.blob.length - 51), crfs]));
+    const [a, b] = await Promise.all([runBinAsync('cfs-writer-json', [file]), runBinAsync('cfs-writer-json', [blobFile])]);
+    expect(a.code).toBe(0);
+    expect(a.stdout.equals(b.stdout)).toBe(true);
+  });
+
+  it('chunk lists that do not tile the file are refused', async () => {
+    const toc = structuredClone(built.toc);
+    const chunk = toc.entries.find((x) => x.type === 'chunk')!;
+    chunk.chunkOffset = (chunk.chunkOffset as number) + 1;
+    const bad = path.join(tmp, 'bad-chunks.json');
+    fs.writeFileSync(bad, JSON.stringify(toc));
+    const r = await runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-chunks'), '--blob', blobFile, bad, path.join(tmp, 'z.img')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/entry \d+ "usr\/lib\/big.bin": chunk 0 at 0 has chunkSize 100000, but the next chunk starts 100001 bytes later/);
+  });
+
   it('zstd:chunked blobs are refused as not supported yet; usage errors exit 2', async () => {
     const zfooter = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(60), Buffer.from('GnUlInUx')]);
     const z = path.join(tmp, 'layer.zst');
