@@ -75,16 +75,20 @@ export function convertToc(tocBytes: Uint8Array, opts: ConvertOptions): ConvertR
     const image = encodeImage(tree.root, enc);
     // Durable before visible: one syncfs for all staged data (fsync each where it's unavailable).
     if (staged.size > 0 && !syncDir(stageDir)) for (const s of staged.values()) fsyncPath(s.file);
+    const dirs = new Set<string>();
     for (const [digest, s] of staged) {
       const r = store.commitStaged(s.file, digest, s.size);
       if (r.added) {
         stats.newObjects++;
         stats.newBytes += s.size;
+        dirs.add(path.dirname(store.objectPath(digest)));
       } else {
         stats.dedupObjects++;
         stats.dedupBytes += s.size;
       }
     }
+    // The renames are durable before the image that needs them is registered.
+    if (dirs.size > 0 && !syncDir(store.objectsDir)) for (const d of dirs) fsyncPath(d);
     const reg = store.addImage(image, { name: opts.name, input: opts.input });
     stats.image = reg.digest;
     stats.missing = reg.missing;
