@@ -14,7 +14,7 @@ import {
   CfsError, ErrorCode, FsVerityHasher, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
 } from '../format/index.js';
-import { Store, objectRelPath } from './store.js';
+import { Store, checkRefName, objectRelPath } from './store.js';
 import { syncfs, syncfsAsync } from './sys.js';
 
 /** Files up to this size are stored inline in the image, as mkcomposefs does. */
@@ -78,6 +78,7 @@ interface Staged {
 export async function importTar(store: Store, stream: Readable, opts: { name?: string; input: string }): Promise<ImportResult> {
   const input = opts.input;
   const bad = (msg: string): CfsError => new CfsError(ErrorCode.InvalidTree, msg, { input });
+  if (opts.name !== undefined) checkRefName(opts.name); // before reading anything
   store.lock('shared');
   const stageDir = store.makeStagingDir();
   const staged = new Map<string, Staged>();

@@ -111,6 +111,9 @@ describe('cfs-cas CLI', () => {
     expect(e4.code).toBe(2);
     expect(e4.stderr).toMatch(/not a SHA-256 digest/);
     expect(cas(['frobnicate']).code).toBe(2);
+    const e6 = cas(['import-tar', '-', '--name', '../x', '--store', store], { input: evil });
+    expect(e6.code).toBe(2);
+    expect(e6.stderr).toMatch(/invalid ref name/);
     expect(cas(['gc', '--grace', 'soon', '--store', store]).code).toBe(2);
     expect(cas(['add-image', path.join(dir, 'missing.img'), '--store', store]).code).toBe(1);
     fs.writeFileSync(path.join(dir, 'junk.img'), 'not an image');

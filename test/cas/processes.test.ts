@@ -54,7 +54,7 @@ describe('cfs-cas processes', () => {
     expect((await cas(['gc', '--grace', '0', '--store', store])).code).toBe(0);
 
     let killed = 0;
-    for (let i = 0; i < 12; i++) {
+    for (let i = 0; i < 10; i++) {
       const r = await cas(['import-tar', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 0.8) });
       if (r.signal === 'SIGKILL') killed++;
       else expect(r.code, r.stderr).toBe(0);
@@ -88,7 +88,7 @@ describe('cfs-cas processes', () => {
       return runs;
     })();
     const writer = async (name: string): Promise<void> => {
-      for (let i = 0; i < 4; i++) {
+      for (let i = 0; i < 3; i++) {
         const r = await cas(['import-tar', tar, '--name', name, '--store', store]);
         expect(r.code, r.stderr).toBe(0);
         const m = await cas(['missing', name, '--store', store]);
