@@ -113,7 +113,12 @@ function fromBlobOrToc(blob: Blob, whole: () => Buffer, input: string): Input {
     return { toc, blob, dataEnd: tocOffset };
   }
   const data = whole();
-  return { toc: GZIP(data) ? gunzipToc(data, input) : data, blob: null };
+  if (!GZIP(data)) return { toc: data, blob: null };
+  const toc = gunzipToc(data, input);
+  if (!/^\s*\{/.test(toc.toString('latin1', 0, 64))) {
+    throw new CfsError(ErrorCode.BadMagic, 'gzip data that is neither an eStargz blob (no footer found) nor a gzipped TOC JSON', { input });
+  }
+  return { toc, blob: null };
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -189,15 +189,20 @@ describe('eStargz blob → image', () => {
     expect(r.stderr).toMatch(/entry \d+ "usr\/lib\/big.bin": chunk 0 at 0 has chunkSize 100000, but the next chunk starts 100001 bytes later/);
   });
 
-  it('zstd:chunked blobs are refused as not supported yet; usage errors exit 2', async () => {
+  it('zstd:chunked blobs are refused as not supported yet, gzip without a footer is refused; usage errors exit 2', async () => {
     const zfooter = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(60), Buffer.from('GnUlInUx')]);
     const z = path.join(tmp, 'layer.zst');
     fs.writeFileSync(z, zfooter);
-    const [r, u1, u2] = await Promise.all([
+    const nofooter = path.join(tmp, 'no-footer.gz');
+    fs.writeFileSync(nofooter, built.blob.subarray(0, built.blob.length - 51));
+    const [r, u1, u2, nf] = await Promise.all([
       runBinAsync('cfs-writer-json', [z, path.join(tmp, 'z.img')]),
       runBinAsync('cfs-writer-json', ['--store', path.join(tmp, 'store-u'), tocFile]),
       runBinAsync('cfs-writer-json', ['--blob', blobFile, tocFile]),
+      runBinAsync('cfs-writer-json', [nofooter]),
     ]);
+    expect(nf.code).toBe(1);
+    expect(nf.stderr).toMatch(/CFS_BAD_MAGIC: gzip data that is neither an eStargz blob \(no footer found\) nor a gzipped TOC JSON/);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/CFS_UNSUPPORTED: zstd:chunked blobs are not supported yet/);
     expect(u1.code).toBe(2);
