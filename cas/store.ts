@@ -303,12 +303,17 @@ export class Store {
     this.lock('shared');
     const dest = this.objectPath(digest);
     let added = false;
-    if (fs.existsSync(dest)) fs.rmSync(staged, { force: true });
-    else {
+    if (!fs.existsSync(dest)) {
       fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
-      fs.renameSync(staged, dest);
-      added = true;
+      // link, not rename: an object another writer just put stays as it is (EEXIST = success)
+      try {
+        fs.linkSync(staged, dest);
+        added = true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
     }
+    fs.rmSync(staged, { force: true });
     return this.recordObject(digest, size, added);
   }
 
