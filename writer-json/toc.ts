@@ -9,6 +9,7 @@ import {
   CfsError, ErrorCode, PATH_MAX, MAX_NAME_LEN, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   newInode, type Dirent, type Inode, type Xattr,
 } from '../format/index.js';
+import { setXattr } from '../format/dumpfile.js';
 import { TocEntrySchema, TocSchema, describeZodError, type TocEntry } from './schema.js';
 
 /** JSON nested deeper than this is refused before parsing (a TOC needs 4 levels). */
@@ -361,12 +362,19 @@ function chunkOf(e: TocEntry): ContentChunk {
 
 function xattrsOf(x: Record<string, string>, fail: (msg: string) => never): Xattr[] {
   const out: Xattr[] = [];
+  let budget = 0;
   for (const [k, v] of Object.entries(x)) {
     const key = bytesOf(k);
     if (key === null || key === '' || key.includes('\0')) fail(`xattr name ${JSON.stringify(k)} is empty or not valid`);
     if (key!.length > MAX_NAME_LEN) fail(`xattr name ${JSON.stringify(k)} is longer than ${MAX_NAME_LEN} bytes`);
     if (!BASE64.test(v)) fail(`xattr ${JSON.stringify(k)}: value is not valid base64`);
-    out.push({ key: key!, value: Buffer.from(v, 'base64').toString('latin1') });
+    const value = Buffer.from(v, 'base64').toString('latin1');
+    try {
+      budget = setXattr(out, key!, value, budget); // libcomposefs's value and per-inode limits
+    } catch (e) {
+      if (e instanceof RangeError) fail(`xattr ${JSON.stringify(k)}: ${e.message}`);
+      throw e;
+    }
   }
   out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return out;

@@ -90,6 +90,13 @@ describe('links and devices', () => {
     expect(refuse([{ name: 'a', type: 'hardlink', linkName: '../x' }])).toMatch(/hardlink target has a ".." component/);
     expect(refuse([{ name: 'a', type: 'hardlink', linkName: './' }])).toMatch(/is a directory/);
   });
+  it('xattrs: values and the per-inode total within libcomposefs limits', () => {
+    const b64 = (n: number): string => Buffer.alloc(n, 0x61).toString('base64');
+    expect(refuse([{ name: 'f', type: 'fifo', xattrs: { 'user.big': b64(70000) } }])).toMatch(/^entry 0 "f": xattr "user.big": xattr value too long \(70000 bytes\)/);
+    expect(refuse([{ name: 'f', type: 'fifo', xattrs: { 'user.a': b64(20000), 'user.b': b64(20000) } }])).toMatch(/^entry 0 "f": xattr "user.b": xattrs exceed the per-inode size limit/);
+    expect(dump([{ name: 'f', type: 'fifo', xattrs: { 'user.b': 'Mg==', 'user.a': 'MQ==' } }])).toContain('/f 0 10000 1 0 0 0 0.0 - - - user.a=1 user.b=2');
+  });
+
   it('symlinks need a target; devices must fit a 32-bit rdev; ids must fit u32', () => {
     expect(refuse([{ name: 's', type: 'symlink' }])).toMatch(/symlink without linkName/);
     expect(refuse([{ name: 'd', type: 'char', devMajor: 4096 }])).toMatch(/devMajor 4096 does not fit/);
