@@ -10,7 +10,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeImage, dumpToString, fsverityDigest, type Inode } from '../../format/index.js';
+import { CfsError, decodeImage, dumpToString, fsverityDigest, type Inode } from '../../format/index.js';
+import { blobFromBuffer, readTocFromBlob } from '../../writer-json/blob.js';
+import { convertToc } from '../../writer-json/convert.js';
 import { Store, objectRelPath } from '../../cas/store.js';
 import { kernelHas } from '../../mount/kernel.js';
 import { runBinAsync } from './helpers.js';
@@ -208,6 +210,39 @@ describe('eStargz blob → image', () => {
     expect(u1.code).toBe(2);
     expect(u1.stderr).toMatch(/--store needs the eStargz blob/);
     expect(u2.code).toBe(2);
+  });
+});
+
+describe('mutated blobs', () => {
+  it('truncated or bit-flipped blobs fail only with CfsError', () => {
+    const small = buildEstargz([
+      { name: 'a', type: 'reg', data: randomBytes(5000), chunkSize: 2000 },
+      { name: 'b', type: 'reg', data: Buffer.from('hi'), shareMember: true },
+      { name: 'c', type: 'reg', data: randomBytes(100), shareMember: true },
+    ]);
+    const store = Store.open(path.join(tmp, 'store-fuzz'), { create: true });
+    let seed = 1;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    try {
+      for (let i = 0; i < 600; i++) {
+        const m = Buffer.from(small.blob);
+        let data = m;
+        if (i % 3 === 0) data = m.subarray(0, rand(m.length));
+        else for (let j = 0; j <= i % 5; j++) m[rand(m.length)] ^= 1 << (i % 8);
+        const blob = blobFromBuffer(data, `case ${i}`);
+        try {
+          const { toc, tocOffset } = readTocFromBlob(blob);
+          convertToc(toc, { input: `case ${i}`, store, blob, dataEnd: tocOffset });
+        } catch (e) {
+          if (!(e instanceof CfsError)) throw new Error(`case ${i}: ${(e as Error).stack}`);
+        }
+      }
+    } finally {
+      store.close();
+    }
   });
 });
 
