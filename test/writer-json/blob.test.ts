@@ -14,7 +14,9 @@ import { CfsError, decodeImage, dumpToString, fsverityDigest, type Inode } from 
 import { blobFromBuffer, readTocFromBlob } from '../../writer-json/blob.js';
 import { convertToc } from '../../writer-json/convert.js';
 import { Store, objectRelPath } from '../../cas/store.js';
+import koffi from 'koffi';
 import { kernelHas } from '../../mount/kernel.js';
+import { overlayOptions, parseComposefsOptions } from '../../mount/options.js';
 import { runBinAsync } from './helpers.js';
 import { type BlobFile, buildEstargz } from '../../writer-json/estargz-build.js';
 
@@ -249,23 +251,51 @@ describe('mutated blobs', () => {
 const isRoot = process.getuid?.() === 0;
 const noMount = !isRoot ? 'not root' : !kernelHas('erofs') || !kernelHas('overlay') ? 'kernel lacks erofs or overlay' : null;
 
+/**
+ * The image is mounted the way cfs-mount does (erofs, then overlayfs with the store's objects as
+ * a data-only lower layer), but the erofs mount goes straight from the file through mount(2)
+ * (file-backed erofs, Linux 6.12+) instead of a loop device: test/mount counts loop devices to
+ * catch leaks, and this file may run at the same time.
+ */
+function mountImage(image: string, objects: string, mnt: string): (() => void) | string {
+  const lib = koffi.load('libc.so.6');
+  const mount = lib.func('int mount(const char *src, const char *target, const char *type, unsigned long flags, const char *data)');
+  const umount = lib.func('int umount2(const char *target, int flags)');
+  const lower = fs.mkdtempSync(path.join(tmp, 'lower-'));
+  if (mount(image, lower, 'erofs', 1 /* MS_RDONLY */, null) !== 0) return `file-backed erofs mount failed (errno ${koffi.errno()})`;
+  const o = parseComposefsOptions('none', `descriptor=${image},base=${objects}`);
+  const ov = spawnSync('mount', ['-t', 'overlay', 'composefs', '-o', overlayOptions(o, lower), '--', mnt], { encoding: 'utf8' });
+  if (ov.status !== 0) {
+    umount(lower, 0);
+    return `overlay mount failed: ${ov.stderr}`;
+  }
+  return () => {
+    umount(mnt, 0);
+    umount(lower, 0);
+  };
+}
+
 describe.runIf(!noMount)('mounting an image made from an eStargz blob', () => {
-  it('shows the real file contents', async () => {
+  it('shows the real file contents', async (ctx) => {
     const store = path.join(tmp, 'store-mount');
-    const r = await runBinAsync('cfs-writer-json', ['--store', store, '--name', 'layer', blobFile]);
+    const img = path.join(tmp, 'mount.img');
+    const r = await runBinAsync('cfs-writer-json', ['--store', store, '--name', 'layer', blobFile, img]);
     expect(r.code).toBe(0);
     const mnt = fs.mkdtempSync(path.join(tmp, 'mnt-'));
-    const m = await runBinAsync('cfs-mount', ['--store', store, 'layer', mnt]);
-    expect(m.stderr).toBe('');
-    expect(m.code).toBe(0);
+    const done = mountImage(img, path.join(store, 'objects'), mnt);
+    if (typeof done === 'string') {
+      console.log(`mount test skipped: ${done}`);
+      ctx.skip();
+      return;
+    }
     try {
       for (const [p, data] of Object.entries(CONTENT)) expect(fs.readFileSync(path.join(mnt, p)).equals(data), p).toBe(true);
       expect(fs.readlinkSync(path.join(mnt, 'bin'))).toBe('usr/bin');
       expect(fs.statSync(path.join(mnt, 'usr/lib/big.bin')).nlink).toBe(2);
+      expect(fs.statSync(path.join(mnt, 'usr/lib/big.bin')).mode & 0o7777).toBe(0o755);
       expect(fs.existsSync(path.join(mnt, '.prefetch.landmark'))).toBe(false);
     } finally {
-      const u = await runBinAsync('cfs-mount', ['umount', mnt]);
-      if (u.code !== 0) spawnSync('umount', [mnt]);
+      done();
     }
   });
 });
