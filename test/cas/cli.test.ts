@@ -5,6 +5,9 @@ import { runBin } from '../cli/run.js';
 import { bytes, makeTar, tmpDir } from './helpers.js';
 
 const cas = (args: string[], opts: Parameters<typeof runBin>[2] = {}) => runBin('cfs-cas', args, opts);
+const expectCode = (r: ReturnType<typeof cas>, code: number): void => {
+  expect(r.code, r.stderr).toBe(code);
+};
 const oneLine = (stderr: string): void => {
   expect(stderr.trim().split('\n')).toHaveLength(1);
   expect(stderr).not.toMatch(/\n\s+at /);
@@ -28,8 +31,8 @@ describe('cfs-cas CLI', () => {
     expect(put.code, put.stderr).toBe(0);
     const { digest, size, added } = JSON.parse(put.stdout.toString());
     expect({ size, added }).toEqual({ size: 10_000, added: true });
-    expect(cas(['has', digest, '--store', store]).code).toBe(0);
-    expect(cas(['has', 'a'.repeat(64), '--store', store]).code).toBe(1);
+    expectCode(cas(['has', digest, '--store', store]), 0);
+    expectCode(cas(['has', 'a'.repeat(64), '--store', store]), 1);
     expect(cas(['cat', digest, '--store', store]).stdout.equals(fs.readFileSync(f))).toBe(true);
     const st = JSON.parse(cas(['stats', '--json', '--store', store]).stdout.toString());
     expect(st).toMatchObject({ objects: 1, bytes: 10_000 });
@@ -71,16 +74,16 @@ describe('cfs-cas CLI', () => {
 
     const stats = cas(['stats', '--json', '--store', store]).stdout.toString();
     for (const f of fs.readdirSync(store)) if (f.startsWith('index.sqlite')) fs.rmSync(path.join(store, f));
-    expect(cas(['reindex', '--store', store]).code).toBe(0);
+    expectCode(cas(['reindex', '--store', store]), 0);
     expect(cas(['stats', '--json', '--store', store]).stdout.toString()).toBe(stats);
 
-    expect(cas(['rm-ref', 'os', '--store', store]).code).toBe(0);
+    expectCode(cas(['rm-ref', 'os', '--store', store]), 0);
     const dry = cas(['gc', '--dry-run', '--grace', '0', '--store', store]);
     expect(dry.stdout.toString()).toMatch(/would remove image/);
     expect(cas(['ls', '--images', '--store', store]).stdout.toString()).toContain(r.image);
-    expect(cas(['gc', '--grace', '0', '--store', store]).code).toBe(0);
+    expectCode(cas(['gc', '--grace', '0', '--store', store]), 0);
     expect(JSON.parse(cas(['stats', '--json', '--store', store]).stdout.toString())).toMatchObject({ objects: 0, images: 0 });
-    expect(cas(['fsck', '--store', store]).code).toBe(0);
+    expectCode(cas(['fsck', '--store', store]), 0);
   });
 
   it('uses $CFS_STORE by default', () => {
@@ -94,7 +97,7 @@ describe('cfs-cas CLI', () => {
   it('fails with one line: bad input exit 1, bad usage exit 2', async () => {
     const dir = tmpDir();
     const store = path.join(dir, 'store');
-    expect(cas(['init', '--store', store]).code).toBe(0);
+    expectCode(cas(['init', '--store', store]), 0);
     const evil = await makeTar([{ header: { name: '../escape', type: 'file' }, data: 'x' }]);
     const e1 = cas(['import-tar', '-', '--store', store], { input: evil });
     expect(e1.code).toBe(1);
@@ -110,17 +113,17 @@ describe('cfs-cas CLI', () => {
     const e4 = cas(['has', 'xyz', '--store', store]);
     expect(e4.code).toBe(2);
     expect(e4.stderr).toMatch(/not a SHA-256 digest/);
-    expect(cas(['frobnicate']).code).toBe(2);
+    expectCode(cas(['frobnicate']), 2);
     const e6 = cas(['import-tar', '-', '--name', '../x', '--store', store], { input: evil });
     expect(e6.code).toBe(2);
     expect(e6.stderr).toMatch(/invalid ref name/);
-    expect(cas(['gc', '--grace', 'soon', '--store', store]).code).toBe(2);
-    expect(cas(['add-image', path.join(dir, 'missing.img'), '--store', store]).code).toBe(1);
+    expectCode(cas(['gc', '--grace', 'soon', '--store', store]), 2);
+    expectCode(cas(['add-image', path.join(dir, 'missing.img'), '--store', store]), 1);
     fs.writeFileSync(path.join(dir, 'junk.img'), 'not an image');
     const e5 = cas(['add-image', path.join(dir, 'junk.img'), '--store', store]);
     expect(e5.code).toBe(1);
     oneLine(e5.stderr);
-    expect(cas(['rm-ref', 'nope', '--store', store]).code).toBe(1);
-    expect(cas(['--help']).code).toBe(0);
+    expectCode(cas(['rm-ref', 'nope', '--store', store]), 1);
+    expectCode(cas(['--help']), 0);
   });
 });
