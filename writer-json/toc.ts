@@ -204,6 +204,8 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
   const hardlinked = new Set<Inode>();
   /** The last reg entry, for the chunk entries that follow it (null content = nothing to collect). */
   let lastReg: { path: string; content: ContentFile | null } | null = null;
+  let lastTime = '';
+  let lastSec: bigint | null = null;
 
   for (let i = 0; i < raw.length; i++) {
     const r = raw[i];
@@ -214,6 +216,7 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
     };
     if (typeof r !== 'object' || r === null || Array.isArray(r)) fail('not a JSON object');
     const parsed = TocEntrySchema.safeParse(r);
+    if (parsed.success) raw[i] = null; // the parsed copy is all that's needed from here
     if (!parsed.success) fail(describeZodError(parsed.error));
     const e = parsed.data as TocEntry;
     const parts = normalizePath(e.name, 'name', fail);
@@ -248,7 +251,10 @@ export function buildTree(doc: unknown, opts: TocOptions = {}): TocTree {
     inode.uid = e.uid ?? 0;
     inode.gid = e.gid ?? 0;
     if (e.modtime !== undefined && e.modtime !== '') {
-      const t = parseModtime(e.modtime);
+      // Most entries share a few times: parse each distinct string once in a row.
+      const t: bigint | null = e.modtime === lastTime ? lastSec : parseModtime(e.modtime);
+      lastTime = e.modtime;
+      lastSec = t;
       if (t === null) fail(`modtime ${JSON.stringify(e.modtime)} is not an RFC 3339 time`);
       inode.mtimeSec = t!;
     }
