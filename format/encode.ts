@@ -28,6 +28,9 @@ import {
   MAX_CHUNKS,
   MAX_DEPTH,
   MAX_SHARED_XATTRS_PER_INODE,
+  MAX_XATTR_NAME_LEN,
+  MAX_XATTR_VALUE_LEN,
+  MAX_INODE_XATTR_SIZE,
   METACOPY_HEADER,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_PREFIX,
@@ -278,6 +281,12 @@ const isExternal = (n: ENode): boolean => typeOf(n) === S_IFREG && n.size > 0 &&
 /** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
 function rewriteNode(n: ENode, version: number, input?: string): void {
   if (!isValidModeType(n.mode)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: invalid mode ${n.mode.toString(8)}`, input);
+  // trees built in code (not parsed) get the limits the parser enforces
+  for (const x of n.xattrs) {
+    if (x.key.length === 0 || x.key.length > MAX_XATTR_NAME_LEN) fail(ErrorCode.InvalidTree, `${pathOf(n)}: xattr name of ${x.key.length} bytes`, input);
+    if (x.value.length > MAX_XATTR_VALUE_LEN) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattr ${x.key} value of ${x.value.length} bytes (at most ${MAX_XATTR_VALUE_LEN})`, input);
+  }
+  if (n.budget > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
   if (isExternal(n)) {
     const c = chunking(n.size);
     if (c.chunkCount > MAX_CHUNKS) fail(ErrorCode.TooLarge, `${pathOf(n)}: file too large (${n.size} bytes)`, input);

@@ -154,3 +154,18 @@ describe('decoder: hardlink ownership', () => {
     expect(root.children![1].inode.children![0].link).toBe(false);
   });
 });
+
+describe('encoder limits for trees built in code', () => {
+  it('rejects xattr values over 65535 bytes and oversized xattr sets with CfsError', async () => {
+    const { newInode, addChild } = await import('../../format/index.js');
+    const root = newInode(0o040755);
+    const f = newInode(0o100644);
+    f.xattrs.push({ key: 'user.big', value: 'x'.repeat(70000) });
+    addChild(root, { name: 'f', inode: f, link: false });
+    expect(() => encodeImage(root)).toThrow(/at most 65535/);
+    f.xattrs = [{ key: 'user.a', value: 'x'.repeat(20000) }, { key: 'user.b', value: 'y'.repeat(20000) }];
+    expect(() => encodeImage(root)).toThrow(/per-inode size limit/);
+    f.xattrs = [{ key: '', value: 'x' }];
+    expect(() => encodeImage(root)).toThrow(CfsError);
+  });
+});
