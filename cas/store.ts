@@ -112,27 +112,8 @@ export function putObjectFile(objectsDir: string, hexDigest: string, srcPath: st
   }
 }
 
-/** Read buffer of digestOfFile (per thread; allocating 1 MiB per file costs more than hashing it). */
-let readBuf: Buffer | null = null;
-
-/** fs-verity digest of a file, streamed. */
-export function digestOfFile(file: string | Buffer): { digest: string; size: number } {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const h = new FsVerityHasher();
-    const buf = (readBuf ??= Buffer.allocUnsafe(1 << 20));
-    let size = 0;
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      size += n;
-    }
-    return { digest: h.digest().toString('hex'), size };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+import { digestOfFile } from './digest.js';
+export { digestOfFile };
 
 /** What an image needs from the store: its objects (payloads of regular files) and their total st_size. */
 export function imageNeeds(image: Uint8Array, input?: string): { objects: string[]; logical: number } {

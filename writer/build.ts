@@ -49,7 +49,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     const scan = scanDirectory(dir, {
       ...opts,
       onExternal: (file) => {
-        if (pool) pool.submit(file.path);
+        if (pool) pool.submit(file.path, file.inode.size);
         else file.inode.payload = file.rel;
       },
     });

@@ -1,12 +1,13 @@
 /**
- * fs-verity digests of many files on worker threads (one per CPU by default). Files can be
- * submitted while the caller is still busy (for example scanning the tree): workers start
- * hashing at once, and results are delivered when the caller awaits `drain()`.
+ * fs-verity digests of many files on worker threads (one per CPU by default). Files are
+ * submitted while the caller is still busy scanning the tree: batches go to workers at once
+ * (to the one with the fewest bytes outstanding), so hashing overlaps the scan, and results
+ * are delivered when the caller awaits `drain()`.
  */
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { HashReply, HashRequest } from './hash-worker.js';
-import { digestOfFile } from '../cas/store.js';
+import { digestOfFile } from '../cas/digest.js';
 
 export interface HashResult {
   digest?: string;
@@ -15,17 +16,25 @@ export interface HashResult {
   code?: string;
 }
 
-const BATCH = 16;
+const BATCH_FILES = 16;
+const BATCH_BYTES = 8 << 20;
+
+interface Lane {
+  worker: Worker;
+  /** bytes sent and not answered yet */
+  bytes: number;
+}
 
 export class HashPool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
-  private queue: Buffer[] = [];
-  private queueStart = 0;
+  private readonly lanes: Lane[] = [];
+  private readonly inline: Buffer[] = [];
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private batchStart = 0;
+  private submitted = 0;
   private outstanding = 0;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
-  private readonly pending: Buffer[] = [];
 
   /** `threads` 0 hashes on the calling thread inside drain(). */
   constructor(
@@ -34,66 +43,57 @@ export class HashPool {
   ) {
     const url = new URL('./hash-worker.js', import.meta.url);
     for (let t = 0; t < threads; t++) {
-      const w = new Worker(url);
-      w.unref();
-      w.on('message', (reply: HashReply) => {
+      const lane: Lane = { worker: new Worker(url), bytes: 0 };
+      lane.worker.on('message', (reply: HashReply) => {
         reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
         this.outstanding -= reply.results.length;
-        this.idle.push(w);
-        this.dispatch();
+        lane.bytes -= reply.bytes;
         this.wake?.();
       });
-      w.on('error', (e) => {
+      lane.worker.on('error', (e) => {
         this.failure = e;
         this.wake?.();
       });
-      this.workers.push(w);
-      this.idle.push(w);
+      this.lanes.push(lane);
     }
   }
 
-  private submitted = 0;
-  /** Queue one file; returns its index (the order of submission). */
-  submit(path: Buffer): number {
-    this.pending.push(path);
+  /** Queue one file of `size` bytes; its index is the order of submission. */
+  submit(path: Buffer, size: number): number {
     this.outstanding++;
-    if (this.pending.length >= BATCH) this.flushPending();
+    if (this.lanes.length === 0) {
+      this.inline.push(path);
+      return this.submitted++;
+    }
+    this.batch.push(path);
+    this.batchBytes += size;
+    if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.send();
     return this.submitted++;
   }
 
-  private flushPending(): void {
-    if (this.pending.length === 0) return;
-    this.queue.push(...this.pending.splice(0));
-    this.dispatch();
-  }
-
-  private dispatch(): void {
-    while (this.idle.length && this.queueStart < this.queue.length) {
-      const w = this.idle.pop()!;
-      const id = this.queueStart;
-      const paths = this.queue.slice(this.queueStart, this.queueStart + BATCH);
-      this.queueStart += paths.length;
-      w.ref();
-      w.postMessage({ id, paths } satisfies HashRequest);
-    }
+  private send(): void {
+    if (this.batch.length === 0) return;
+    const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+    lane.bytes += this.batchBytes;
+    lane.worker.postMessage({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes } satisfies HashRequest);
+    this.batchStart += this.batch.length;
+    this.batch = [];
+    this.batchBytes = 0;
   }
 
   /** Wait for every submitted file. */
   async drain(): Promise<void> {
-    this.flushPending();
-    if (this.workers.length === 0) {
-      for (let i = this.queueStart; i < this.queue.length; i++) {
-        try {
-          this.onDone(i, digestOfFile(this.queue[i]));
-        } catch (e) {
-          const err = e as NodeJS.ErrnoException;
-          this.onDone(i, { error: err.message, code: err.code });
-        }
-        this.outstanding--;
+    this.send();
+    for (let i = 0; i < this.inline.length; i++) {
+      try {
+        this.onDone(i, digestOfFile(this.inline[i]));
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        this.onDone(i, { error: err.message, code: err.code });
       }
-      this.queueStart = this.queue.length;
-      return;
+      this.outstanding--;
     }
+    this.inline.length = 0;
     while (this.outstanding > 0) {
       if (this.failure) throw this.failure;
       await new Promise<void>((resolve) => (this.wake = resolve));
@@ -103,7 +103,7 @@ export class HashPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(this.lanes.map((l) => l.worker.terminate()));
   }
 }
 

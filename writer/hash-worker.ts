@@ -1,13 +1,16 @@
 /** Worker thread: fs-verity digests of files. Receives batches of paths, answers hex digests. */
 import { parentPort } from 'node:worker_threads';
-import { digestOfFile } from '../cas/store.js';
+import { digestOfFile } from '../cas/digest.js';
 
 export interface HashRequest {
   id: number;
   paths: Uint8Array[];
+  /** total size of the files, echoed back for load balancing */
+  bytes: number;
 }
 export interface HashReply {
   id: number;
+  bytes: number;
   results: ({ digest: string; size: number } | { error: string; code?: string })[];
 }
 
@@ -20,5 +23,5 @@ parentPort?.on('message', (req: HashRequest) => {
       return { error: err.message, code: err.code };
     }
   });
-  parentPort!.postMessage({ id: req.id, results } satisfies HashReply);
+  parentPort!.postMessage({ id: req.id, bytes: req.bytes, results } satisfies HashReply);
 });
