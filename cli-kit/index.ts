@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { CfsError, ErrorCode, isCfsError } from '../format/errors.js';
+import { writeAtomic } from '../cas/atomic.js';
 
 export const ExitCode = {
   Ok: 0,
@@ -82,22 +83,7 @@ export async function readInput(file: string, limit: number): Promise<Buffer> {
  * failure the temp file is removed and `dest` is untouched.
  */
 export function writeFileAtomic(dest: string, data: Uint8Array, mode = 0o644): void {
-  const dir = path.dirname(path.resolve(dest));
-  const tmp = path.join(dir, `.${path.basename(dest)}.tmp-${process.pid}-${Date.now().toString(36)}`);
-  let fd = -1;
-  try {
-    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
-    let off = 0;
-    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
-    fs.renameSync(tmp, dest);
-  } catch (e) {
-    if (fd >= 0) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  writeAtomic(path.resolve(dest), data, mode);
 }
 
 /** Write binary output to stdout, refusing a terminal. */

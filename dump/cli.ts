@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { Command } from 'commander';
 import { ExitCode, TextOut, UsageError, parseCommand, readInput, runMain } from '../cli-kit/index.js';
 import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, printDump, type DecodeOptions } from '../format/index.js';
-import { digestOfFile } from '../cas/store.js';
+import { digestOfFile } from '../cas/digest.js';
 import { collectObjects, listObjects, printJson, printLs } from './commands.js';
 
 const TOOL = 'cfs-dump';

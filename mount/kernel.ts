@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
-import { digestOfFile } from '../cas/store.js';
+import { digestOfFile } from '../cas/digest.js';
 import { type ComposefsOptions, overlayOptions } from './options.js';
 
 const fail = (msg: string, input?: string): never => {
