@@ -225,7 +225,8 @@ describe('mount options', () => {
       'descriptor=/x,base=/o,upperdir=/u',
       'descriptor=/x',
       'base=/o',
+      'descriptor=/x,base=/o,idmap=/proc/1/ns/user',
     ];
-    for (const b of bad) expect(() => parseComposefsOptions('none', b), JSON.stringify(b)).toThrow(/option|path|absolute|colon|comma|go together|no image|no object|newline/);
+    for (const b of bad) expect(() => parseComposefsOptions('none', b), JSON.stringify(b)).toThrow(/option|path|absolute|colon|comma|go together|no image|no object|newline|not supported/);
   });
 });
