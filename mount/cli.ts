@@ -188,9 +188,9 @@ export function buildCfsMount(): Command {
 /** Mount a private tmpfs at `dir`; returns an error text or null. */
 const mountTmpfs = (dir: string): string | null => spawnSyncText('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'composefs-upper', dir]);
 
+/** Unmount the tmpfs of a writable mount and remove its (then empty) mount point. */
 function unmountQuiet(dir: string): void {
-  spawnSyncText('umount', [dir]);
-  fs.rmSync(dir, { recursive: false, force: true });
+  if (spawnSyncText('umount', [dir]) === null) fs.rmdirSync(dir);
 }
 
 function spawnSyncText(cmd: string, args: string[]): string | null {

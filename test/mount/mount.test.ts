@@ -35,13 +35,16 @@ function listing(root: string): string {
   return `${lines.join('\n')}\n${hashes}\n${xattrs}`;
 }
 
-const loops = (): number => execFileSync('losetup', ['-a'], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+/** Loop devices backed by files under `dir` (other runs' devices do not count). */
+const loopsUnder = (dir: string): number =>
+  execFileSync('losetup', ['-a'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(dir)).length;
 
 describe.runIf(!reason)('mounting composefs images', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-mount-'));
   const tree = path.join(tmp, 'tree');
   const mnt = path.join(tmp, 'mnt');
-  let loopsBefore = 0;
   beforeAll(() => {
     const r = spawnSync('bash', [path.join(VECTORS, 'make-tree.sh'), tree], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(r.stderr);
@@ -50,7 +53,6 @@ describe.runIf(!reason)('mounting composefs images', () => {
     // comparison is about everything else.
     fs.rmSync(path.join(tree, 'dev', 'whiteout'));
     fs.mkdirSync(mnt);
-    loopsBefore = loops();
   });
   afterAll(() => {
     spawnSync('umount', [mnt]);
@@ -68,7 +70,7 @@ describe.runIf(!reason)('mounting composefs images', () => {
     } finally {
       expect(runBin('cfs-mount', ['umount', mnt]).code).toBe(0);
     }
-    expect(loops()).toBe(loopsBefore);
+    expect(loopsUnder(tmp)).toBe(0);
   });
 
   it('--relative image with base= the source directory', () => {
@@ -95,7 +97,7 @@ describe.runIf(!reason)('mounting composefs images', () => {
         runBin('cfs-mount', ['umount', mnt]);
       }
     }
-    expect(loops()).toBe(loopsBefore);
+    expect(loopsUnder(tmp)).toBe(0);
   });
 
   it('writable: changes land in the upper directory, the image stays unchanged', () => {
@@ -120,6 +122,25 @@ describe.runIf(!reason)('mounting composefs images', () => {
     } finally {
       runBin('cfs-mount', ['umount', mnt]);
     }
+  });
+
+  it('writable on a tmpfs by default; umount releases the tmpfs too', () => {
+    const img = path.join(tmp, 'store.img');
+    const store = path.join(tmp, 'objects');
+    expect(runBin('cfs-writer', ['--digest-store', store, tree, img]).code).toBe(0);
+    const before = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes('composefs-upper')).length;
+    expect(runBin('cfs-mount', ['--base', store, '--writable', img, mnt]).code).toBe(0);
+    try {
+      fs.writeFileSync(path.join(mnt, 'scratch'), 'x');
+      expect(fs.readFileSync(path.join(mnt, 'scratch'), 'utf8')).toBe('x');
+      const during = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes('composefs-upper')).length;
+      expect(during).toBe(before + 1);
+    } finally {
+      expect(runBin('cfs-mount', ['umount', mnt]).code).toBe(0);
+    }
+    const after = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes('composefs-upper')).length;
+    expect(after).toBe(before);
+    expect(loopsUnder(tmp)).toBe(0);
   });
 
   it('commit: create, modify, chmod, rename, delete; the new image shows exactly the changed tree', () => {
@@ -183,7 +204,7 @@ describe.runIf(!reason)('mounting composefs images', () => {
       } finally {
         spawnSync('umount', [mnt]);
       }
-      expect(loops()).toBe(loopsBefore);
+      expect(loopsUnder(tmp)).toBe(0);
     } finally {
       fs.rmSync(helper, { force: true });
     }
