@@ -8,6 +8,7 @@
  * fields are plain printable ASCII, so no dump escaping is ever needed.
  */
 import * as fs from 'node:fs';
+import { prng } from '../test-support/fuzz.js';
 
 export interface GenerateOptions {
   /** Total number of lines (entries), including the root directory. At least 1. */
@@ -23,18 +24,6 @@ export interface GenerateStats {
   inlineFiles: number;
   symlinks: number;
   bytes: number;
-}
-
-/** mulberry32: tiny, fast, good enough for synthetic data. Returns floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const MAX_DEPTH = 6;
@@ -118,7 +107,7 @@ class Generator {
   readonly rand: () => number;
 
   constructor(seed: number) {
-    this.rand = mulberry32(seed);
+    this.rand = prng(seed);
   }
 
   int(lo: number, hi: number): number {

@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PKG_ROOT, countEntries, envInt, loadAvg, runQuiet, runShellTimed, runTimed, secs, printTable, treeBytes, which } from './util.js';
+import { kernelHas } from '../mount/kernel.js';
 
 interface Row {
   name: string;
@@ -44,17 +45,6 @@ interface Measured {
   umount?: number;
   entries?: number;
   error?: string;
-}
-
-function kernelHas(fstype: string): boolean {
-  try {
-    return fs
-      .readFileSync('/proc/filesystems', 'utf8')
-      .split('\n')
-      .some((l) => l.split('\t').pop() === fstype);
-  } catch {
-    return false;
-  }
 }
 
 /** Mount points at or under `dir`, deepest first (from /proc/self/mountinfo). */

@@ -37,7 +37,7 @@ import { runCasBench } from './cas.js';
 import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
 import { runMountBench } from './mount.js';
-import { Interrupted, SIGNAL_EXIT } from './util.js';
+import { Interrupted, SIGNAL_EXIT, envInt } from './util.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
 const PKG_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -62,17 +62,6 @@ interface Settings {
   seed: number;
   /** Per-invocation timeout in seconds; 0 = none. */
   timeout: number;
-}
-
-function envInt(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw.replace(/_/g, ''));
-  if (!Number.isSafeInteger(n) || n < min) {
-    console.error(`bench: ${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
-    process.exit(2);
-  }
-  return n;
 }
 
 function readSettings(): Settings {
