@@ -23,7 +23,8 @@
  * directory-writer benchmark against mkcomposefs on real trees (bench/dir.ts; BENCH_DIR_*) and the
  * mount benchmark, composefs vs squashfs vs erofs (bench/mount.ts, needs root; BENCH_MOUNT_TREE).
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas (default: all)
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json (default: all)
+ *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
  */
@@ -245,7 +246,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -278,6 +279,12 @@ try {
   if (sections.has('cas') && (await runCasBench(tmp)) !== 0) process.exitCode = 1;
   if (sections.has('dir') && runDirBench(tmp) !== 0) process.exitCode = 1;
   if (sections.has('mount') && runMountBench() !== 0) process.exitCode = 1;
+  if (sections.has('json')) {
+    // cfs-writer-json's own benchmark: TOC entries/s and blob import MB/s next to gzip -dc
+    const args = [String(envInt('BENCH_JSON_ENTRIES', 200_000, 1)), String(envInt('BENCH_JSON_MB', 64, 1))];
+    const r = spawnSync(process.execPath, [path.join(PKG_ROOT, 'dist/writer-json/bench.js'), ...args], { stdio: 'inherit' });
+    if (r.status !== 0) process.exitCode = 1;
+  }
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
   console.error('bench: interrupted');
