@@ -138,6 +138,18 @@ export async function parseCommand(program: Command, argv: string[]): Promise<nu
   }
 }
 
+/**
+ * mkcomposefs's --min-version/--max-version: defaults 0 and 1, but once either is given the
+ * other defaults to 0.
+ */
+export function versionOptions(opts: { minVersion?: string; maxVersion?: string }): { minVersion: number; maxVersion: number } {
+  if (opts.minVersion === undefined && opts.maxVersion === undefined) return { minVersion: 0, maxVersion: 1 };
+  return {
+    minVersion: opts.minVersion !== undefined ? intOption('--min-version', opts.minVersion, 0, 1) : 0,
+    maxVersion: opts.maxVersion !== undefined ? intOption('--max-version', opts.maxVersion, 0, 1) : 0,
+  };
+}
+
 /** Parse a non-negative integer option. */
 export function intOption(name: string, value: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   if (!/^\d+$/.test(value)) throw new UsageError(`invalid ${name}: ${JSON.stringify(value)} (expected a number)`);

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { Command } from 'commander';
-import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writeFileAtomic, writeStdout } from '../cli-kit/index.js';
+import { ExitCode, UsageError, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { CfsError, ErrorCode, fsverityDigest } from '../format/index.js';
 import { Store } from '../cas/store.js';
 import { type Blob, ESTARGZ_FOOTER_SIZE, blobFooter, blobFromBuffer, blobKind, openBlobFile, readTocFromBlob, MAX_TOC_SIZE } from './blob.js';
@@ -51,14 +51,6 @@ zstd:chunked blobs are not supported yet; their TOC JSON is.`,
     )
     .showHelpAfterError(`(run '${TOOL} --help' for usage)`)
     .exitOverride();
-}
-
-function versions(opts: Opts): { minVersion: number; maxVersion: number } {
-  if (opts.minVersion === undefined && opts.maxVersion === undefined) return { minVersion: 0, maxVersion: 1 };
-  return {
-    minVersion: opts.minVersion !== undefined ? intOption('--min-version', opts.minVersion, 0, 1) : 0,
-    maxVersion: opts.maxVersion !== undefined ? intOption('--max-version', opts.maxVersion, 0, 1) : 0,
-  };
 }
 
 /** The input, as TOC JSON bytes plus the blob it came from (if it is one). */
@@ -132,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
   if (opts.printDigestOnly && image !== undefined) throw new UsageError('cannot give an output image with --print-digest-only');
   if (opts.name !== undefined && !opts.store) throw new UsageError('--name needs --store');
   if (opts.blob !== undefined && !opts.store) throw new UsageError('--blob needs --store (the contents go into the store)');
-  const ver = versions(opts);
+  const ver = versionOptions(opts);
 
   const src = await readSource(source);
   let blob = src.blob;

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writeFileAtomic, writeStdout } from '../cli-kit/index.js';
+import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
@@ -78,14 +78,6 @@ With the image on stdout, --print-digest prints the digest on stderr.`,
     )
     .showHelpAfterError("(run 'cfs-writer --help' for usage)")
     .exitOverride();
-}
-
-function versions(opts: Opts): { minVersion: number; maxVersion: number } {
-  if (opts.minVersion === undefined && opts.maxVersion === undefined) return { minVersion: 0, maxVersion: 1 };
-  return {
-    minVersion: opts.minVersion !== undefined ? intOption('--min-version', opts.minVersion, 0, 1) : 0,
-    maxVersion: opts.maxVersion !== undefined ? intOption('--max-version', opts.maxVersion, 0, 1) : 0,
-  };
 }
 
 const MiB = 1024 * 1024;
@@ -162,7 +154,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   let stored: StoreStats | null = null;
   try {
     const result = await buildFromDirectory(source, {
-      ...versions(opts),
+      ...versionOptions(opts),
       useEpoch: opts.useEpoch,
       skipDevices: opts.skipDevices,
       skipXattrs: opts.skipXattrs,
@@ -222,7 +214,7 @@ async function fromDump(source: string, image: string | undefined, opts: Opts): 
   const inputName = source === '-' ? 'stdin' : source;
   const text = await readInput(source, MAX_DUMP_SIZE);
   const tree = parseDump(text, { strict: process.env.CFS_PARSE_STRICT !== undefined, input: inputName });
-  const img = encodeImage(tree, { ...versions(opts), input: inputName });
+  const img = encodeImage(tree, { ...versionOptions(opts), input: inputName });
   const toStdout = !opts.printDigestOnly && (image === undefined || image === '-');
   if (!opts.printDigestOnly) {
     if (toStdout) await writeStdout(img);
@@ -244,7 +236,7 @@ export async function main(argv: string[]): Promise<number> {
   if (imageArg !== undefined && opts.output !== undefined) throw new UsageError('give the image either as an argument or with -o, not both');
   const image = imageArg ?? opts.output;
   if (opts.printDigestOnly && image !== undefined) throw new UsageError('cannot give an output image with --print-digest-only');
-  versions(opts);
+  versionOptions(opts);
   // refuse a terminal before doing any work
   if (!opts.printDigestOnly && !opts.snapshot && (image === undefined || image === '-') && process.stdout.isTTY) {
     throw new UsageError('refusing to write the image to a terminal: give an output file or redirect stdout');
