@@ -32,7 +32,6 @@ import * as path from 'node:path';
 import {
   PKG_ROOT,
   best,
-  countEntries,
   envInt,
   findUpstream,
   haveGnuTime,
@@ -42,7 +41,7 @@ import {
   runShellTimed,
   runTimed,
   secs,
-  treeBytes,
+  treeStats,
 } from './util.js';
 
 type Mode = 'empty' | 'warm' | 'none';
@@ -145,8 +144,7 @@ export function runDirBench(tmp: string): number {
     fs.mkdirSync(work, { recursive: true });
     try {
       const t0 = process.hrtime.bigint();
-      const entries = countEntries(tree);
-      const bytes = treeBytes(tree);
+      const { entries, bytes } = treeStats(tree);
       const countSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
       const modes = modeSetting === 'auto' ? (entries < big ? [...MODES] : (['none'] as Mode[])) : modeSetting;
       const runs = entries < big ? smallRuns : 1;

@@ -19,7 +19,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PKG_ROOT, countEntries, envInt, loadAvg, runQuiet, runShellTimed, runTimed, secs, printTable, treeBytes, which } from './util.js';
+import { PKG_ROOT, envInt, loadAvg, runQuiet, runShellTimed, runTimed, secs, printTable, treeStats, which } from './util.js';
 import { kernelHas } from '../mount/kernel.js';
 
 interface Row {
@@ -198,13 +198,12 @@ export function runMountBench(): number {
     },
   ];
 
-  const dirBytes = (d: string): number => treeBytes(d);
   const results = new Map<string, Measured>();
   let failed = false;
   const lsEnv = { ...process.env, LC_ALL: 'C' };
   try {
-    const entries = countEntries(tree);
-    console.log(`${tree}: ${entries.toLocaleString('en-US')} entries, ${(dirBytes(tree) / 1e6).toFixed(1)} MB in files; scratch ${tmp}; ${loadAvg()}`);
+    const { entries, bytes } = treeStats(tree);
+    console.log(`${tree}: ${entries.toLocaleString('en-US')} entries, ${(bytes / 1e6).toFixed(1)} MB in files; scratch ${tmp}; ${loadAvg()}`);
     for (const row of rows) {
       if (row.skip) continue;
       const m: Measured = {};
@@ -216,7 +215,7 @@ export function runMountBench(): number {
         continue;
       }
       m.build = Number(process.hrtime.bigint() - t0) / 1e9;
-      m.size = fs.statSync(row.image).size + (row.extraDir ? dirBytes(row.extraDir) : 0);
+      m.size = fs.statSync(row.image).size + (row.extraDir ? treeStats(row.extraDir).bytes : 0);
       loopImages.push(row.image);
 
       const mnt = path.join(tmp, `mnt-${row.name}`);
@@ -243,7 +242,7 @@ export function runMountBench(): number {
           m.error = 'ls/read failed';
           failed = true;
         }
-        m.entries = countEntries(mnt);
+        m.entries = treeStats(mnt).entries;
       } finally {
         const t2 = process.hrtime.bigint();
         const unmounted = row.umount(mnt);

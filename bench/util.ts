@@ -161,34 +161,13 @@ export function runQuiet(file: string, args: string[]): { ok: boolean; out: stri
 }
 
 /**
- * Number of entries under `root`, root included, not descending into other file systems (as the
- * directory writers do by default: a mount point inside the tree stays an empty directory).
+ * Entries under `root` (root included) and the bytes of its regular files, not descending into
+ * other file systems (as the directory writers do by default: a mount point inside the tree
+ * stays an empty directory).
  */
-export function countEntries(root: string): number {
+export function treeStats(root: string): { entries: number; bytes: number } {
   const dev = fs.lstatSync(root).dev;
-  let n = 1;
-  const stack = [root];
-  while (stack.length) {
-    const dir = stack.pop()!;
-    let ents: fs.Dirent[];
-    try {
-      ents = fs.readdirSync(dir, { withFileTypes: true });
-    } catch {
-      continue;
-    }
-    n += ents.length;
-    for (const e of ents) {
-      if (!e.isDirectory()) continue;
-      const p = path.join(dir, e.name);
-      if (fs.lstatSync(p, { throwIfNoEntry: false })?.dev === dev) stack.push(p);
-    }
-  }
-  return n;
-}
-
-/** Total size in bytes of the regular files under `root` (stays on one file system). */
-export function treeBytes(root: string): number {
-  const dev = fs.lstatSync(root).dev;
+  let entries = 1;
   let bytes = 0;
   const stack = [root];
   while (stack.length) {
@@ -199,13 +178,14 @@ export function treeBytes(root: string): number {
     } catch {
       continue;
     }
+    entries += ents.length;
     for (const e of ents) {
       const p = path.join(dir, e.name);
       if (e.isFile()) bytes += fs.lstatSync(p, { throwIfNoEntry: false })?.size ?? 0;
       else if (e.isDirectory() && fs.lstatSync(p, { throwIfNoEntry: false })?.dev === dev) stack.push(p);
     }
   }
-  return bytes;
+  return { entries, bytes };
 }
 
 export function best(xs: number[]): number | undefined {
