@@ -6,7 +6,7 @@ let tmpCounter = 0;
 /** A temp name in `dir`, unique within this process. */
 export const tmpName = (dir: string): string => path.join(dir, `.tmp-${process.pid}-${Date.now().toString(36)}-${tmpCounter++}`);
 
-/** fsync a directory, so a rename in it is durable. */
+/** fsync a directory (so a rename in it is durable) or a file. */
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {

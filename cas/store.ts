@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, FsVerityHasher, S_IFMT, S_IFREG, decodeImage, fsverityDigest } from '../format/index.js';
 import { Index } from './index.js';
-import { LOCK_EX, LOCK_SH, enableVerity, flock } from './sys.js';
+import { LOCK_EX, LOCK_SH, enableVerity, flock, syncfs } from './sys.js';
 
 export const STORE_MARKER = 'composefs-ts-store.json';
 /** hash: the fs-verity digest with SHA-256 over blockSize blocks, no salt (what composefs uses). */
@@ -42,6 +42,24 @@ export function defaultStorePath(env: NodeJS.ProcessEnv = process.env): string {
 
 import { fsyncDir, tmpName, writeAtomic } from './atomic.js';
 export { fsyncDir, tmpName, writeAtomic };
+
+/** What committing staged objects added and found already there. */
+export interface StagedTotals {
+  newObjects: number;
+  newBytes: number;
+  dedupObjects: number;
+  dedupBytes: number;
+}
+
+/** syncfs(2) of the file system holding `dir`; false where it is unavailable. */
+export function syncfsPath(dir: string): boolean {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    return syncfs(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 /**
  * Put one file's content at OBJDIR/xx/rest unless it is there (mkcomposefs --digest-store
@@ -264,6 +282,31 @@ export class Store {
     }
     fs.rmSync(staged, { force: true });
     return this.recordObject(digest, size, added);
+  }
+
+  /**
+   * Commit a set of staged files (digest → temp file under `stageDir`) as objects, durably:
+   * their data is synced before they become visible and the renames are synced after, so an
+   * image registered next never needs an object a crash could lose. One syncfs each time where
+   * the kernel has it, else an fsync per file or directory.
+   */
+  commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals {
+    const t: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
+    if (staged.size === 0) return t;
+    if (!syncfsPath(stageDir)) for (const s of staged.values()) fsyncDir(s.file);
+    const dirs = new Set<string>();
+    for (const [digest, s] of staged) {
+      if (this.commitStaged(s.file, digest, s.size).added) {
+        t.newObjects++;
+        t.newBytes += s.size;
+        dirs.add(path.dirname(this.objectPath(digest)));
+      } else {
+        t.dedupObjects++;
+        t.dedupBytes += s.size;
+      }
+    }
+    if (dirs.size > 0 && !syncfsPath(this.objectsDir)) for (const d of dirs) fsyncDir(d);
+    return t;
   }
 
   /** Note that an existing object is wanted again (fresh mtime, indexed). */

@@ -15,7 +15,7 @@ import {
   addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
 } from '../format/index.js';
 import { Store, checkRefName, objectRelPath } from './store.js';
-import { syncfs, syncfsAsync } from './sys.js';
+import { syncfsAsync } from './sys.js';
 
 /** Files up to this size are stored inline in the image, as mkcomposefs does. */
 export const MAX_INLINE = 64;
@@ -157,23 +157,12 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
     const image = encodeImage(root, { input });
     await writeback;
 
-    // Durable before visible: sync staged data, move it into objects/, sync again, then register.
-    if (staged.size > 0) {
-      if (!syncAll(stageDir)) for (const s of staged.values()) fsyncFile(s.file);
-      const dirs = new Set<string>();
-      for (const [digest, s] of staged) {
-        const r = store.commitStaged(s.file, digest, s.size);
-        if (r.added) {
-          res.newObjects++;
-          res.newBytes += s.size;
-          dirs.add(path.dirname(store.objectPath(digest)));
-        } else {
-          res.dedupObjects++;
-          res.dedupBytes += s.size;
-        }
-      }
-      if (!syncAll(store.objectsDir)) for (const d of dirs) fsyncFile(d);
-    }
+    // Durable before visible: staged data into objects/, then register.
+    const t = store.commitStagedAll(stageDir, staged);
+    res.newObjects += t.newObjects;
+    res.newBytes += t.newBytes;
+    res.dedupObjects += t.dedupObjects;
+    res.dedupBytes += t.dedupBytes;
     const reg = store.addImage(image, { name: opts.name, input, needs: treeNeeds(root) });
     res.image = reg.digest;
     res.missing = reg.missing;
@@ -245,23 +234,6 @@ function writeAll(fd: number, b: Buffer): void {
   while (off < b.length) off += fs.writeSync(fd, b, off, b.length - off);
 }
 
-function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function syncAll(dir: string): boolean {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    return syncfs(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 function tarError(e: Error, input: string): CfsError {
   if (e instanceof CfsError) return e;

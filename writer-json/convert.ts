@@ -16,7 +16,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, FsVerityHasher, encodeImage, isCfsError } from '../format/index.js';
 import { type Store, objectRelPath } from '../cas/store.js';
-import { syncfs } from '../cas/sys.js';
 import { type Blob, MemberReader } from './blob.js';
 import { type ContentFile, type TocTree, buildTree, parseTocJson, quoteName } from './toc.js';
 
@@ -73,22 +72,12 @@ export function convertToc(tocBytes: Uint8Array, opts: ConvertOptions): ConvertR
     const stats: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, inlined: 0, image: '', missing: [] };
     extractContents(tree, opts.blob, opts.dataEnd ?? opts.blob.size, store, stageDir, staged, stats, opts.input);
     const image = encodeImage(tree.root, enc);
-    // Durable before visible: one syncfs for all staged data (fsync each where it's unavailable).
-    if (staged.size > 0 && !syncDir(stageDir)) for (const s of staged.values()) fsyncPath(s.file);
-    const dirs = new Set<string>();
-    for (const [digest, s] of staged) {
-      const r = store.commitStaged(s.file, digest, s.size);
-      if (r.added) {
-        stats.newObjects++;
-        stats.newBytes += s.size;
-        dirs.add(path.dirname(store.objectPath(digest)));
-      } else {
-        stats.dedupObjects++;
-        stats.dedupBytes += s.size;
-      }
-    }
-    // The renames are durable before the image that needs them is registered.
-    if (dirs.size > 0 && !syncDir(store.objectsDir)) for (const d of dirs) fsyncPath(d);
+    // Durable before visible: staged data into objects/, then register.
+    const t = store.commitStagedAll(stageDir, staged);
+    stats.newObjects += t.newObjects;
+    stats.newBytes += t.newBytes;
+    stats.dedupObjects += t.dedupObjects;
+    stats.dedupBytes += t.dedupBytes;
     const reg = store.addImage(image, { name: opts.name, input: opts.input });
     stats.image = reg.digest;
     stats.missing = reg.missing;
@@ -207,20 +196,3 @@ function extractContents(
   }
 }
 
-function syncDir(dir: string): boolean {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    return syncfs(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function fsyncPath(file: string): void {
-  const fd = fs.openSync(file, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
