@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { CfsError } from '../../format/index.js';
 import { convertToc } from '../../writer-json/convert.js';
 import { TOC_FIXTURES } from './helpers.js';
+import { prng } from '../../test-support/fuzz.js';
 
 const FIELDS = ['name', 'type', 'size', 'modtime', 'linkName', 'mode', 'uid', 'gid', 'devMajor', 'devMinor', 'xattrs', 'digest', 'offset', 'chunkOffset', 'chunkSize', 'x-payload', 'innerOffset'];
 const VALUES: unknown[] = [
@@ -17,21 +18,10 @@ const VALUES: unknown[] = [
   'char', '2024-13-01T00:00:00Z', '9999-12-31T23:59:60+23:59',
 ];
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('mutated TOCs', () => {
   it('fail only with CfsError', () => {
     const docs = fs.readdirSync(TOC_FIXTURES).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(fs.readFileSync(path.join(TOC_FIXTURES, f), 'utf8')) as { entries: Record<string, unknown>[] });
-    const rand = rng(Number(process.env.CFS_FUZZ_SEED ?? 7));
+    const rand = prng(Number(process.env.CFS_FUZZ_SEED ?? 7));
     const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)];
     let ok = 0;
     let refused = 0;
