@@ -86,7 +86,8 @@ export function buildCfsMount(): Command {
     .option('--check', 'refuse to mount when objects are missing (else reading them gives EIO)')
     .option('--digest <HEX>', 'the fs-verity digest the image must have')
     .option('--verity', 'require fs-verity on every object')
-    .action((imageArg: string, target: string, o: { store?: string; base?: string[]; writable?: boolean; upper?: string; fallback?: boolean; check?: boolean; digest?: string; verity?: boolean }) => {
+    .option('--idmap <USERNS>', 'show owners through the user namespace file USERNS (e.g. /proc/PID/ns/user)')
+    .action((imageArg: string, target: string, o: { store?: string; base?: string[]; writable?: boolean; upper?: string; fallback?: boolean; check?: boolean; digest?: string; verity?: boolean; idmap?: string }) => {
       if (!o.store && !o.base) throw new UsageError('give --store STORE or --base DIR');
       const image = resolveImage(imageArg, o.store);
       const bases = [...(o.store ? [o.store] : []), ...(o.base ?? [])];
@@ -94,6 +95,7 @@ export function buildCfsMount(): Command {
       if (o.digest) list.push(`digest=${o.digest}`);
       if (o.verity) list.push('verity');
       if (o.fallback) list.push('legacy');
+      if (o.idmap) list.push(`idmap=${path.resolve(o.idmap)}`);
       const state: MountState = { target: path.resolve(target), image, basedirs: [] };
       let tmpfs: string | undefined;
       if (o.writable) {

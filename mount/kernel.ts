@@ -1,8 +1,10 @@
 /**
- * Mounting a composefs image: the image read-only as erofs (loop device), then overlayfs with the
- * image as lower layer and the object directories as data-only lower layers (`::`), falling back
- * to a plain lower-layer list where the kernel refuses `::`. The erofs mount is detached as soon
- * as the overlay holds it, so unmounting the overlay releases everything (the loop device is
+ * Mounting a composefs image. First the new mount API (fsmount.ts: file-backed erofs, no loop
+ * device, no temporary mount point). Where the kernel lacks that (before 6.8), the classic way
+ * through mount(8): the image read-only as erofs (loop device), then overlayfs with the image as
+ * lower layer and the object directories as data-only lower layers (`::`), falling back to a
+ * plain lower-layer list where the kernel refuses `::`. The erofs mount is detached as soon as
+ * the overlay holds it, so unmounting the overlay releases everything (the loop device is
  * created with autoclear).
  */
 import { spawnSync } from 'node:child_process';
@@ -11,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
 import { digestOfFile } from '../cas/digest.js';
+import { FsmountError, fsmountComposefs } from './fsmount.js';
 import { type ComposefsOptions, overlayOptions } from './options.js';
 
 const fail = (msg: string, input?: string): never => {
@@ -55,6 +58,8 @@ export function missingObjects(o: ComposefsOptions): string[] {
 export interface MountResult {
   /** 'data-only' (`::`) or 'legacy' (plain lower list). */
   form: 'data-only' | 'legacy';
+  /** 'fsmount' (new mount API) or 'mount(8)'. */
+  method: 'fsmount' | 'mount(8)';
 }
 
 /** Check everything that can be checked before touching the kernel. */
@@ -82,7 +87,20 @@ export function preflight(o: ComposefsOptions, target: string, opts: { check?: b
 /** Mount image `o` at `target`. */
 export function mountComposefs(o: ComposefsOptions, target: string, opts: { check?: boolean } = {}): MountResult {
   preflight(o, target, opts);
-  const runDir = fs.existsSync('/run') ? '/run/composefs-ts' : path.join(os.tmpdir(), 'composefs-ts');
+  if (!o.legacy && !process.env.CFS_MOUNT_CLASSIC) {
+    try {
+      fsmountComposefs(o, target);
+      return { form: 'data-only', method: 'fsmount' };
+    } catch (e) {
+      if (!(e instanceof FsmountError)) throw e;
+      if (!e.unsupported || o.idmap) fail(`mounting failed: ${e.message}`, o.image);
+    }
+  }
+  return classicMount(o, target);
+}
+
+/** The mount(8) way: a temporary erofs mount (loop device), then the overlay on top. */
+function classicMount(o: ComposefsOptions, target: string): MountResult {  const runDir = fs.existsSync('/run') ? '/run/composefs-ts' : path.join(os.tmpdir(), 'composefs-ts');
   fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
   const lower = fs.mkdtempSync(path.join(runDir, 'image-'));
   try {
@@ -100,7 +118,7 @@ export function mountComposefs(o: ComposefsOptions, target: string, opts: { chec
         }
       }
       if (!ov.ok) fail(`mounting the overlay failed: ${ov.err}`, target);
-      return { form };
+      return { form, method: 'mount(8)' };
     } finally {
       // the overlay (if any) holds the erofs mount; detach it so only the overlay is left
       run('umount', ['--lazy', lower]);

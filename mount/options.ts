@@ -1,7 +1,7 @@
 /**
  * composefs mount options, in both dialects: the original `descriptor=`/`base=` and upstream
  * mount.composefs's `basedir=` (colon-separated list), `digest=`, `verity`, `upperdir=`,
- * `workdir=`, `ro` (`idmap=` is refused: not supported yet). Every path that will end up
+ * `workdir=`, `ro`, `idmap=` (a user namespace file, e.g. /proc/PID/ns/user). Every path that will end up
  * inside an overlayfs option string is checked here: it must be absolute and may not contain a
  * comma, a colon, a backslash or a control character, so a crafted path cannot inject options.
  */
@@ -22,6 +22,8 @@ export interface ComposefsOptions {
   readOnly: boolean;
   /** Use the plain lowerdir list instead of data-only layers (`::`). */
   legacy: boolean;
+  /** User namespace file whose mapping the image and objects are shown through. */
+  idmap?: string;
 }
 
 const bad = (msg: string): never => {
@@ -88,7 +90,7 @@ export function parseComposefsOptions(source: string, optString: string, resolve
         o.readOnly = false;
         break;
       case 'idmap':
-        bad('idmap= is not supported yet (idmapped mounts need the new mount API)');
+        o.idmap = need();
         break;
       case 'legacy':
         o.legacy = true;
@@ -114,6 +116,11 @@ export function parseComposefsOptions(source: string, optString: string, resolve
   if ((o.upperdir === undefined) !== (o.workdir === undefined)) bad('upperdir= and workdir= go together');
   if (o.upperdir) o.upperdir = checkMountPath('upperdir', o.upperdir);
   if (o.workdir) o.workdir = checkMountPath('workdir', o.workdir);
+  if (o.idmap) {
+    o.idmap = path.resolve(o.idmap);
+    if (o.upperdir) bad('idmap= cannot be combined with upperdir= (overlayfs has no idmapped upper layer)');
+    if (o.legacy) bad('idmap= needs the data-only form; drop legacy');
+  }
   return o;
 }
 

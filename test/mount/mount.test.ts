@@ -2,7 +2,7 @@
  * Real mounts (CI runs as root on a kernel with erofs and overlayfs): images from real trees
  * must show exactly the source tree; option injection is refused; nothing leaks.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -100,6 +100,74 @@ describe.runIf(!reason)('mounting composefs images', () => {
     expect(loopsUnder(tmp)).toBe(0);
   });
 
+  it('new mount API by default (file-backed erofs, no loop device); CFS_MOUNT_CLASSIC=1 uses mount(8)', () => {
+    const store = path.join(tmp, 'objects');
+    const img = path.join(tmp, 'store.img');
+    expect(runBin('cfs-writer', ['--digest-store', store, tree, img]).code).toBe(0);
+    const mountLine = (): string => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.includes(` ${mnt} `)) ?? '';
+    for (const [env, form] of [
+      [{}, /lowerdir\+=\/proc\/self\/fd\/\d+,datadir\+=/],
+      [{ CFS_MOUNT_CLASSIC: '1' }, /lowerdir=\/run\/composefs-ts\/image-\w+::/],
+    ] as const) {
+      const r = runBin('cfs-mount', ['--base', store, img, mnt], { env });
+      expect(r.code, r.stderr).toBe(0);
+      try {
+        expect(mountLine()).toMatch(form);
+        if (!('CFS_MOUNT_CLASSIC' in env)) expect(loopsUnder(tmp)).toBe(0);
+        expect(listing(mnt)).toBe(listing(tree));
+      } finally {
+        runBin('cfs-mount', ['umount', mnt]);
+      }
+    }
+    expect(loopsUnder(tmp)).toBe(0);
+  });
+
+  it('idmap=: owners show through a user namespace mapping', () => {
+    const store = path.join(tmp, 'objects');
+    const img = path.join(tmp, 'store.img');
+    expect(runBin('cfs-writer', ['--digest-store', store, tree, img]).code).toBe(0);
+    // a user namespace mapping 0..65535 to 100000..165535, kept alive by a sleeping process
+    const holder = spawn('unshare', ['--user', 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      const ns = `/proc/${holder.pid}/ns/user`;
+      for (let i = 0; i < 100 && fs.readlinkSync(ns) === fs.readlinkSync('/proc/self/ns/user'); i++) execFileSync('sleep', ['0.02']);
+      fs.writeFileSync(`/proc/${holder.pid}/uid_map`, '0 100000 65536');
+      fs.writeFileSync(`/proc/${holder.pid}/gid_map`, '0 100000 65536');
+      const r = runBin('mount.composefs', ['none', mnt, '-o', `descriptor=${img},base=${store},idmap=${ns}`]);
+      expect(r.code, r.stderr).toBe(0);
+      try {
+        const src = fs.lstatSync(path.join(tree, 'hello.txt'));
+        const st = fs.lstatSync(path.join(mnt, 'hello.txt'));
+        expect([st.uid, st.gid]).toEqual([src.uid + 100000, src.gid + 100000]);
+        expect(fs.readFileSync(path.join(mnt, 'sizes', 'f100000'))).toEqual(fs.readFileSync(path.join(tree, 'sizes', 'f100000')));
+      } finally {
+        runBin('cfs-mount', ['umount', mnt]);
+      }
+    } finally {
+      holder.kill();
+    }
+    const bad = runBin('mount.composefs', ['none', mnt, '-o', `descriptor=${img},base=${store},idmap=/nonexistent`]);
+    expect(bad.code).toBe(32);
+    expect(bad.stderr).toMatch(/\/nonexistent/);
+  });
+
+  it('--hardlinks image: the mount shows one inode with st_nlink 2', () => {
+    const store = path.join(tmp, 'objects');
+    const img = path.join(tmp, 'hl.img');
+    expect(runBin('cfs-writer', ['--hardlinks', '--digest-store', store, tree, img]).code).toBe(0);
+    expect(runBin('cfs-mount', ['--base', store, img, mnt]).code).toBe(0);
+    try {
+      const a = fs.lstatSync(path.join(mnt, 'link-a'));
+      const b = fs.lstatSync(path.join(mnt, 'link-b'));
+      expect(a.ino).toBe(b.ino);
+      expect([a.nlink, b.nlink]).toEqual([2, 2]);
+      expect(fs.lstatSync(path.join(mnt, 'hello.txt')).nlink).toBe(1);
+      expect(fs.readFileSync(path.join(mnt, 'link-b'))).toEqual(fs.readFileSync(path.join(tree, 'link-a')));
+    } finally {
+      runBin('cfs-mount', ['umount', mnt]);
+    }
+  });
+
   it('writable: changes land in the upper directory, the image stays unchanged', () => {
     const img = path.join(tmp, 'w.img');
     const store = path.join(tmp, 'objects');
@@ -186,6 +254,32 @@ describe.runIf(!reason)('mounting composefs images', () => {
     }
   });
 
+  it('commit: a directory removed and re-created (opaque in the upper layer) hides the old contents', () => {
+    const store = path.join(tmp, 'cas');
+    expect(runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 'opq-base', tree]).code).toBe(0);
+    const rw = path.join(tmp, 'rw-opaque');
+    expect(runBin('cfs-mount', ['--store', store, '--writable', '--upper', rw, 'opq-base', mnt]).code).toBe(0);
+    try {
+      fs.rmSync(path.join(mnt, 'many'), { recursive: true });
+      fs.mkdirSync(path.join(mnt, 'many'));
+      fs.writeFileSync(path.join(mnt, 'many', 'only'), 'only file now');
+    } finally {
+      runBin('cfs-mount', ['umount', mnt]);
+    }
+    const opaque = spawnSync('getfattr', ['-h', '--absolute-names', '-n', 'trusted.overlay.opaque', path.join(rw, 'upper', 'many')], { encoding: 'utf8' });
+    expect(opaque.stdout).toMatch(/trusted.overlay.opaque="y"/); // the case this test is about
+    const c = runBin('cfs-mount', ['commit', rw, '--store', store, '--name', 'opq-new']);
+    expect(c.code, c.stderr).toBe(0);
+    expect(runBin('cfs-mount', ['--store', store, 'opq-new', mnt]).code).toBe(0);
+    try {
+      expect(fs.readdirSync(path.join(mnt, 'many'))).toEqual(['only']);
+      expect(fs.readFileSync(path.join(mnt, 'many', 'only'), 'utf8')).toBe('only file now');
+      expect(fs.readFileSync(path.join(mnt, 'hello.txt'), 'utf8')).toBe('hello world\n');
+    } finally {
+      runBin('cfs-mount', ['umount', mnt]);
+    }
+  });
+
   it('install-helper makes `mount -t composefs` work', () => {
     const helper = '/sbin/mount.composefs';
     if (fs.existsSync(helper)) {
@@ -246,8 +340,8 @@ describe('mount options', () => {
       'descriptor=/x,base=/o,upperdir=/u',
       'descriptor=/x',
       'base=/o',
-      'descriptor=/x,base=/o,idmap=/proc/1/ns/user',
+      'descriptor=/x,base=/o,idmap=/proc/1/ns/user,upperdir=/u,workdir=/w',
     ];
-    for (const b of bad) expect(() => parseComposefsOptions('none', b), JSON.stringify(b)).toThrow(/option|path|absolute|colon|comma|go together|no image|no object|newline|not supported/);
+    for (const b of bad) expect(() => parseComposefsOptions('none', b), JSON.stringify(b)).toThrow(/option|path|absolute|colon|comma|go together|no image|no object|newline|upperdir=/);
   });
 });
