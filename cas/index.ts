@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS refs (
   name TEXT PRIMARY KEY,
   image TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS file_digests (  -- cfs-writer's digest cache; reindex keeps it
+  file TEXT PRIMARY KEY,        -- "dev:ino" of a source file
+  stamp TEXT NOT NULL,          -- "size:mtime_ns:ctime_ns" when it was hashed
+  digest TEXT NOT NULL
+) WITHOUT ROWID;
 `;
 
 export interface Stats {
@@ -70,6 +75,8 @@ export class Index {
       refs: this.db.prepare('SELECT name, image FROM refs ORDER BY name'),
       images: this.db.prepare('SELECT digest, size, logical, added FROM images ORDER BY digest'),
       objectImages: this.db.prepare('SELECT image FROM image_objects WHERE object = ? ORDER BY image'),
+      getFileDigest: this.db.prepare('SELECT stamp, digest FROM file_digests WHERE file = ?'),
+      putFileDigest: this.db.prepare('INSERT OR REPLACE INTO file_digests (file, stamp, digest) VALUES (?, ?, ?)'),
     };
   }
 
@@ -108,6 +115,7 @@ export class Index {
     this.flush();
     this.db.transaction(() => {
       for (const d of digests) this.stmts.dropObject.run(d);
+      this.db.exec('DELETE FROM file_digests WHERE digest NOT IN (SELECT digest FROM objects)');
     })();
   }
 
@@ -117,6 +125,18 @@ export class Index {
         this.stmts.dropImage.run(d);
         this.stmts.dropImageObjects.run(d);
       }
+    })();
+  }
+
+  /** The digest cached for source file `file` ("dev:ino"), if its stamp still matches. */
+  fileDigest(file: string, stamp: string): string | undefined {
+    const row = this.stmts.getFileDigest.get(file) as { stamp: string; digest: string } | undefined;
+    return row && row.stamp === stamp ? row.digest : undefined;
+  }
+
+  putFileDigests(rows: [file: string, stamp: string, digest: string][]): void {
+    this.db.transaction(() => {
+      for (const r of rows) this.stmts.putFileDigest.run(...r);
     })();
   }
 

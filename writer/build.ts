@@ -2,8 +2,8 @@
 import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
 import { objectRelPath } from '../cas/store.js';
 import { type ExternalFile, type ScanOptions, scanDirectory } from './from-dir.js';
+import type { DigestCache } from './digest-cache.js';
 import { HashPool, defaultThreads } from './hash-pool.js';
-
 
 export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   /** Payload = path relative to the directory (mount with base=DIR); no digests. */
@@ -14,6 +14,8 @@ export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   /** Called once the external files have their digests, before encoding (e.g. to store them). */
   onStore?: (files: ExternalFile[]) => void | Promise<void>;
   onHashProgress?: (done: number, bytes: number) => void;
+  /** Digests of unchanged files from an earlier run; fresh ones are noted in it. */
+  cache?: DigestCache;
 }
 
 export interface BuildResult {
@@ -30,10 +32,11 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   let done = 0;
   let bytes = 0;
   let external: ExternalFile[] = [];
+  const hashed: number[] = []; // pool submission index → index in `external`
   const pool = opts.relative
     ? null
     : new HashPool(opts.threads ?? defaultThreads(), (i, r) => {
-        const f = external[i];
+        const f = external[hashed[i]];
         if (r.digest === undefined) {
           failed.push(`${f.path.toString('latin1')}: ${r.code ?? ''} ${r.error}`);
           return;
@@ -41,6 +44,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         if (r.size !== f.inode.size) failed.push(`${f.path.toString('latin1')}: changed while reading (${f.inode.size} → ${r.size} bytes)`);
         f.inode.digest = r.digest;
         f.inode.payload = objectRelPath(r.digest);
+        opts.cache?.note(f, r.digest);
         done++;
         bytes += r.size ?? 0;
         if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
@@ -48,9 +52,19 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   try {
     const scan = scanDirectory(dir, {
       ...opts,
-      onExternal: (file) => {
-        if (pool) pool.submit(file.path, file.inode.size);
-        else file.inode.payload = file.rel;
+      onExternal: (file, index) => {
+        if (!pool) {
+          file.inode.payload = file.rel;
+          return;
+        }
+        const cached = opts.cache?.lookup(file);
+        if (cached) {
+          file.inode.digest = cached;
+          file.inode.payload = objectRelPath(cached);
+          return;
+        }
+        hashed.push(index);
+        pool.submit(file.path, file.inode.size);
       },
     });
     external = scan.external;

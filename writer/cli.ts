@@ -9,6 +9,7 @@ import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writ
 import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
+import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
 
 const TOOL = 'cfs-writer';
@@ -36,6 +37,7 @@ interface Opts {
   store?: string;
   name?: string;
   progress?: boolean;
+  cache?: boolean;
 }
 
 export function buildProgram(): Command {
@@ -63,6 +65,7 @@ export function buildProgram(): Command {
     .option('--store <STORE>', 'the store for --snapshot')
     .option('--name <NAME>', 'ref name for --snapshot (default: the directory name)')
     .addOption(new Option('--no-progress', 'no progress line on stderr'))
+    .addOption(new Option('--no-cache', 'hash every file again (a cfs-cas store caches digests of unchanged files)'))
     .addHelpText(
       'after',
       `
@@ -152,6 +155,8 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     store = isStoreRoot(opts.digestStore) ? Store.open(opts.digestStore) : opts.digestStore;
   }
   let stored: StoreStats | null = null;
+  const cache = store instanceof Store ? new DigestCache(store) : undefined;
+  if (cache && opts.cache === false) cache.disableLookups();
   try {
     const result = await buildFromDirectory(source, {
       ...versionOptions(opts),
@@ -164,6 +169,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       ignoreErrors: opts.ignoreErrors,
       relative: opts.relative,
       threads,
+      cache,
       onProgress: (n) => progress.update(() => `scanning: ${n} entries`),
       onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
       onStore: (files) => {
@@ -171,6 +177,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       },
     });
     progress.done();
+    cache?.save();
     const img = result.image;
     const digest = fsverityDigest(img).toString('hex');
 
@@ -184,6 +191,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       const lines = [
         `${TOOL}: ${result.entries} entries, ${result.external.length} files in objects (${fmtBytes(result.externalBytes)})`,
         st ? `  objects: ${st.newObjects} new (${fmtBytes(st.newBytes)}), ${st.dedupObjects} deduplicated (${fmtBytes(st.dedupBytes)})` : '',
+        cache?.hits ? `  ${cache.hits} unchanged files not read again (digest cache; --no-cache reads all)` : '',
         `  image: ${digest} (${fmtBytes(img.length)}), ref ${name}`,
         `  store: ${s.root}`,
         `  mount: npx cfs-mount --store ${s.root} ${name} /mnt`,

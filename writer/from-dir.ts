@@ -49,6 +49,8 @@ export interface ExternalFile {
   path: Buffer;
   /** Path relative to the scanned directory, latin1. */
   rel: string;
+  /** lstat of the source file, for the digest cache. */
+  stat: { dev: bigint; ino: bigint; mtimeNs: bigint; ctimeNs: bigint };
 }
 
 export interface ScanResult {
@@ -140,7 +142,7 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
     }
     if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1n) byDevIno.set(`${st.dev}:${st.ino}`, inode);
     if (type === S_IFREG && inode.size > INLINE_MAX) {
-      const file = { inode, path, rel };
+      const file = { inode, path, rel, stat: { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs } };
       res.external.push(file);
       res.externalBytes += inode.size;
       opts.onExternal?.(file, res.external.length - 1);

@@ -91,6 +91,45 @@ describe.runIf(!reason)('cfs-writer DIR matches mkcomposefs on make-tree.sh', ()
   });
 });
 
+describe('cfs-writer digest cache (a cfs-cas store remembers digests of unchanged files)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cache-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('skips unchanged files, re-reads changed ones (even with size and mtime kept), and never trusts a lost object', async () => {
+    const tree = path.join(tmp, 'tree');
+    const store = path.join(tmp, 'cas');
+    fs.mkdirSync(tree);
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `f${i}`), Buffer.alloc(1000 + i, i + 1));
+    await new Promise((r) => setTimeout(r, 1100)); // files changed within the last second are not cached
+    const snap = (...extra: string[]) => {
+      const r = runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 't', ...extra, tree]);
+      expect(r.code, r.stderr).toBe(0);
+      return { msg: r.stderr, image: fs.readFileSync(path.join(store, 'refs', 't')) };
+    };
+    const fresh = () => runBin('cfs-writer', [tree]).stdout;
+    expect(snap().msg).not.toMatch(/digest cache/);
+    const warm = snap();
+    expect(warm.msg).toMatch(/6 unchanged files not read again/);
+    expect(sha(warm.image)).toBe(sha(fresh()));
+    // same size, same mtime, other content: the ctime gives it away
+    const f0 = path.join(tree, 'f0');
+    const st = fs.statSync(f0);
+    fs.writeFileSync(f0, Buffer.alloc(1000, 0x55));
+    fs.utimesSync(f0, st.atime, st.mtime);
+    const changed = snap();
+    expect(changed.msg).toMatch(/5 unchanged files not read again/);
+    expect(sha(changed.image)).toBe(sha(fresh()));
+    expect(sha(changed.image)).not.toBe(sha(warm.image));
+    // an object that left the store is hashed and stored again
+    const objects = runBin('cfs-dump', ['objects', path.join(store, 'refs', 't')]).stdout.toString().trim().split('\n');
+    fs.rmSync(path.join(store, 'objects', objects[0]));
+    const regained = snap();
+    expect(regained.msg).toMatch(/objects: 1 new/);
+    expect(fs.existsSync(path.join(store, 'objects', objects[0]))).toBe(true);
+    expect(snap('--no-cache').msg).not.toMatch(/digest cache/);
+  });
+});
+
 describe('cfs-writer DIR errors', () => {
   it('names a missing directory', () => {
     const r = runBin('cfs-writer', ['/nonexistent/dir']);

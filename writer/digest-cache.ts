@@ -1,0 +1,53 @@
+/**
+ * cfs-writer's digest cache in a cfs-cas store's index: a file whose (dev, ino, size, mtime,
+ * ctime) are unchanged since it was hashed, and whose object is still in the store, is not read
+ * again. Any write to a file changes its ctime. Files changed within the second before
+ * the scan are not cached (their timestamps may not yet tell a later write apart).
+ */
+import type { Store } from '../cas/store.js';
+import type { ExternalFile } from './from-dir.js';
+
+const RACY_NS = 1_000_000_000n;
+
+export class DigestCache {
+  private readonly fresh: [string, string, string][] = [];
+  private readonly racyAfter: bigint;
+  private lookups = true;
+  hits = 0;
+
+  constructor(
+    private readonly store: Store,
+    startNs: bigint = BigInt(Date.now()) * 1_000_000n,
+  ) {
+    this.racyAfter = startNs - RACY_NS;
+  }
+
+  private static key(f: ExternalFile): [string, string] {
+    const s = f.stat;
+    return [`${s.dev}:${s.ino}`, `${f.inode.size}:${s.mtimeNs}:${s.ctimeNs}`];
+  }
+
+  /** Hash everything again (the results still refresh the cache). */
+  disableLookups(): void {
+    this.lookups = false;
+  }
+
+  /** The cached digest of `f`, if it can be trusted. */
+  lookup(f: ExternalFile): string | undefined {
+    if (!this.lookups) return undefined;
+    const digest = this.store.index.fileDigest(...DigestCache.key(f));
+    if (digest === undefined || !this.store.has(digest)) return undefined;
+    this.hits++;
+    return digest;
+  }
+
+  /** Remember the digest just computed for `f`. */
+  note(f: ExternalFile, digest: string): void {
+    if (f.stat.ctimeNs >= this.racyAfter || f.stat.mtimeNs >= this.racyAfter) return;
+    this.fresh.push([...DigestCache.key(f), digest]);
+  }
+
+  save(): void {
+    if (this.fresh.length) this.store.index.putFileDigests(this.fresh.splice(0));
+  }
+}
