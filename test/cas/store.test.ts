@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { runBin } from '../cli/run.js';
 import { VECTORS } from '../support/vectors.js';
 import { tmpDir, tmpStore } from './helpers.js';
 
@@ -59,5 +61,44 @@ describe('store layout', () => {
     expect(defaultStorePath({ CFS_STORE: '/x' })).toBe('/x');
     expect(defaultStorePath({ XDG_DATA_HOME: '/d', HOME: '/h' })).toBe('/d/composefs-ts/store');
     expect(defaultStorePath({ HOME: '/h' })).toBe('/h/.local/share/composefs-ts/store');
+  });
+});
+
+const xfsSkip = process.getuid?.() !== 0 ? 'not root' : spawnSync('sh', ['-c', 'command -v mkfs.xfs && command -v filefrag']).status !== 0 ? 'mkfs.xfs/filefrag missing (apt xfsprogs e2fsprogs)' : null;
+if (xfsSkip) console.log(`reflink test skipped: ${xfsSkip}`);
+
+describe.runIf(!xfsSkip)('reflinks', () => {
+  it('on a reflink file system, objects share the source extents and are still copies', () => {
+    const tmp = tmpDir();
+    const img = path.join(tmp, 'xfs.img');
+    const mnt = path.join(tmp, 'mnt');
+    fs.mkdirSync(mnt);
+    fs.closeSync(fs.openSync(img, 'w'));
+    fs.truncateSync(img, 320 << 20);
+    const sh = (cmd: string, ...args: string[]) => {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      expect(r.status, `${cmd}: ${r.stderr}`).toBe(0);
+      return r.stdout;
+    };
+    sh('mkfs.xfs', '-q', '-m', 'reflink=1', img);
+    sh('mount', '-o', 'loop', img, mnt);
+    try {
+      const src = path.join(mnt, 'src');
+      const data = Buffer.alloc(1 << 20, 0x5a);
+      fs.writeFileSync(src, data);
+      const r = runBin('cfs-cas', ['--store', path.join(mnt, 'store'), 'put', src]);
+      expect(r.code, r.stderr).toBe(0);
+      const digest = r.stdout.toString().split(/\s/)[0];
+      const object = path.join(mnt, 'store', 'objects', objectRelPath(digest));
+      expect(sh('filefrag', '-v', object)).toMatch(/shared/);
+      // a mkcomposefs-style --digest-store directory goes through the same copy
+      expect(runBin('cfs-writer', ['--digest-store', path.join(mnt, 'plain'), mnt, path.join(tmp, 'x.img')]).code).toBe(0);
+      expect(sh('filefrag', '-v', path.join(mnt, 'plain', objectRelPath(digest)))).toMatch(/shared/);
+      fs.writeFileSync(src, 'changed');
+      expect(fs.readFileSync(object)).toEqual(data);
+    } finally {
+      spawnSync('umount', [mnt]);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
