@@ -1,6 +1,7 @@
 /**
  * cfs-writer-json benchmark (issue 7): entries/s converting a 200k-entry TOC, and MB/s importing
- * an eStargz blob into a store next to `gzip -dc` of the same blob in the same run.
+ * an eStargz blob into a store next to `gzip -dc` of the same blob in the same run (and a
+ * zstd:chunked blob next to `zstd -dc`, where the zstd CLI is there to build it).
  * Run: npx tsc -p tsconfig.json && node dist/writer-json/bench.js [ENTRIES] [BLOB_MB]
  */
 import { spawnSync } from 'node:child_process';
@@ -41,29 +42,34 @@ try {
     files.push({ name: `data/file${i}`, type: 'reg', data, chunkSize: 256 << 10 });
   }
   const built = buildEstargz(files);
-  const blobFile = path.join(tmp, 'layer.estargz');
-  fs.writeFileSync(blobFile, built.blob);
   const mib = (blobMiB * fileSize) / 1048576;
 
-  t = process.hrtime.bigint();
-  const g = spawnSync('sh', ['-c', 'gzip -dc "$1" > /dev/null', 'sh', blobFile]);
-  const gs = Number(process.hrtime.bigint() - t) / 1e9;
-  if (g.status !== 0) console.log(`gzip -dc failed: ${g.stderr}`);
-
-  const store = Store.open(path.join(tmp, 'store'), { create: true });
-  try {
+  const zstdCli = spawnSync('zstd', ['--version']).status === 0 ? (d: Buffer): Buffer => spawnSync('zstd', ['-q', '-c', '-3'], { input: d, maxBuffer: 1 << 28 }).stdout : null;
+  const blobs: [string, string, Buffer][] = [['eStargz', 'gzip', built.blob]];
+  if (zstdCli) blobs.push(['zstd:chunked', 'zstd', buildEstargz(files, { zstd: zstdCli }).blob]);
+  else console.log('zstd:chunked: skipped (no zstd CLI to build the blob)');
+  for (const [kind, tool, data] of blobs) {
+    const blobFile = path.join(tmp, `layer.${tool}`);
+    fs.writeFileSync(blobFile, data);
     t = process.hrtime.bigint();
-    const blob = openBlobFile(blobFile);
-    const { toc: blobToc, tocOffset } = readTocFromBlob(blob);
-    const res = convertToc(blobToc, { input: blobFile, store, blob, dataEnd: tocOffset });
-    s = Number(process.hrtime.bigint() - t) / 1e9;
-    blob.close();
-    console.log(
-      `blob: ${mib} MiB of files (${(built.blob.length / 1048576).toFixed(1)} MiB compressed), ${res.stored!.newObjects} objects: ` +
-        `cfs-writer-json --store ${s.toFixed(2)} s = ${(mib / s).toFixed(0)} MB/s; gzip -dc ${gs.toFixed(2)} s = ${(mib / gs).toFixed(0)} MB/s`,
-    );
-  } finally {
-    store.close();
+    const g = spawnSync('sh', ['-c', `${tool} -dc "$1" > /dev/null`, 'sh', blobFile]);
+    const gs = Number(process.hrtime.bigint() - t) / 1e9;
+    if (g.status !== 0) console.log(`${tool} -dc failed: ${g.stderr}`);
+    const store = Store.open(path.join(tmp, `store-${tool}`), { create: true });
+    try {
+      t = process.hrtime.bigint();
+      const blob = openBlobFile(blobFile);
+      const { toc: blobToc, dataEnd } = readTocFromBlob(blob);
+      const res = convertToc(blobToc, { input: blobFile, store, blob, dataEnd });
+      s = Number(process.hrtime.bigint() - t) / 1e9;
+      blob.close();
+      console.log(
+        `${kind} blob: ${mib} MiB of files (${(data.length / 1048576).toFixed(1)} MiB compressed), ${res.stored!.newObjects} objects: ` +
+          `cfs-writer-json --store ${s.toFixed(2)} s = ${(mib / s).toFixed(0)} MB/s; ${tool} -dc ${gs.toFixed(2)} s = ${(mib / gs).toFixed(0)} MB/s (${(s / gs).toFixed(1)}x)`,
+      );
+    } finally {
+      store.close();
+    }
   }
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });

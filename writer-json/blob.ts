@@ -1,24 +1,30 @@
 /**
- * eStargz / CRFS stargz blobs: find the TOC through the footer, and read file contents out of
- * the gzip members the TOC points at. zstd:chunked blobs are recognised and refused (Node 20 has
- * no zstd, and this project adds no native dependency for it yet).
+ * eStargz / CRFS stargz / zstd:chunked blobs: find the TOC through the footer, and read file
+ * contents out of the gzip members or zstd frames the TOC points at.
  *
  * Footers (../shared/notes/toc.md "Where the TOC lives"):
  *   eStargz  51 bytes: gzip header with FEXTRA, XLEN=26, subfield 'S' 'G' LEN=22, "%016xSTARGZ",
  *            empty stored deflate block, CRC32 + ISIZE.
  *   CRFS     47 bytes: same with XLEN=22 and the 22 bytes "%016xSTARGZ" directly.
- *   zstd:chunked: ends with the 8-byte magic "GnUlInUx".
+ *   zstd:chunked: a skippable frame holding the footer, LE u64 fields: TOC offset, compressed
+ *            and uncompressed TOC size, manifest type (1), then (containers/storage, 64 bytes)
+ *            three tar-split fields, then the magic "GnUlInUx" (stargz-snapshotter, 40
+ *            bytes) or "GNUlInUx" (containers/storage). The TOC is zstd-compressed JSON inside
+ *            a skippable frame that starts 8 bytes before the TOC offset.
  */
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { CfsError, ErrorCode } from '../format/index.js';
+import { ZstdError, zstdDecompress } from './zstd.js';
 
 export const ESTARGZ_FOOTER_SIZE = 51;
 export const CRFS_FOOTER_SIZE = 47;
 const GZIP_MAGIC = [0x1f, 0x8b];
 const FLG_FEXTRA = 0x04;
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
-const ZSTD_CHUNKED_MAGIC = Buffer.from('GnUlInUx', 'latin1');
+const ZSTD_CHUNKED_MAGICS = [Buffer.from('GnUlInUx', 'latin1'), Buffer.from('GNUlInUx', 'latin1')];
+const SKIPPABLE_MAGIC = 0x184d2a50;
+const ZSTD_FOOTER_SIZES = [64, 40];
 export const TOC_TAR_NAME = 'stargz.index.json';
 /** A TOC larger than this decompressed is refused. */
 export const MAX_TOC_SIZE = 256 << 20;
@@ -73,7 +79,7 @@ export type BlobKind = 'estargz' | 'zstd' | 'gzip' | 'other';
 
 /** What the first and last bytes say a blob is. */
 export function blobKind(head: Buffer, tail: Buffer): BlobKind {
-  if (tail.length >= 8 && tail.subarray(tail.length - 8).equals(ZSTD_CHUNKED_MAGIC)) return 'zstd';
+  if (tail.length >= 8 && ZSTD_CHUNKED_MAGICS.some((m) => tail.subarray(tail.length - 8).equals(m))) return 'zstd';
   if (head.length >= 4 && head.subarray(0, 4).equals(ZSTD_MAGIC)) return 'zstd';
   if (head.length >= 4 && head.readUInt32LE(0) >>> 4 === 0x184d2a5) return 'zstd'; // skippable frame
   if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return parseFooter(tail) ? 'estargz' : 'gzip';
@@ -101,27 +107,73 @@ export function parseFooter(tail: Buffer): { tocOffset: number; footerSize: numb
   return null;
 }
 
-const zstdUnsupported = (input: string): CfsError =>
-  new CfsError(ErrorCode.Unsupported, 'zstd:chunked blobs are not supported yet (Node 20 has no zstd decompressor); convert its TOC JSON instead', { input });
+const headTail = (blob: Blob): { head: Buffer; tail: Buffer } => ({
+  head: blob.read(0, Math.min(16, blob.size)),
+  tail: blob.read(Math.max(0, blob.size - ESTARGZ_FOOTER_SIZE), Math.min(ESTARGZ_FOOTER_SIZE, blob.size)),
+});
 
-/** Locate the footer of an eStargz blob, refusing zstd:chunked and anything else. */
-export function blobFooter(blob: Blob): { tocOffset: number; footerSize: number } {
-  const head = blob.read(0, Math.min(16, blob.size));
-  const tail = blob.read(Math.max(0, blob.size - ESTARGZ_FOOTER_SIZE), Math.min(ESTARGZ_FOOTER_SIZE, blob.size));
-  const kind = blobKind(head, tail);
-  if (kind === 'zstd') throw zstdUnsupported(blob.name);
+/** Where the TOC of a blob is, and where its file data ends. */
+export interface BlobLayout {
+  kind: 'estargz' | 'zstd';
+  /** First byte of the compressed TOC. */
+  tocOffset: number;
+  tocLength: number;
+  /** Uncompressed TOC size the footer declares (zstd:chunked). */
+  tocSize?: number;
+  /** Where file data ends: the TOC member (or the TOC's skippable frame). */
+  dataEnd: number;
+}
+
+/** Locate the footer of an eStargz or zstd:chunked blob. */
+export function blobLayout(blob: Blob): BlobLayout {
+  const { head, tail } = headTail(blob);
+  if (blobKind(head, tail) === 'zstd') return zstdChunkedLayout(blob);
   const footer = parseFooter(tail);
-  if (!footer) throw new CfsError(ErrorCode.BadMagic, 'not an eStargz/stargz blob (no footer with a TOC offset)', { input: blob.name });
+  if (!footer) throw new CfsError(ErrorCode.BadMagic, 'not an eStargz/stargz/zstd:chunked blob (no footer with a TOC offset)', { input: blob.name });
   if (footer.tocOffset >= blob.size - footer.footerSize) {
     throw new CfsError(ErrorCode.OutOfBounds, `footer points at TOC offset ${footer.tocOffset}, past the data (${blob.size} bytes)`, { input: blob.name });
   }
-  return footer;
+  return { kind: 'estargz', tocOffset: footer.tocOffset, tocLength: blob.size - footer.footerSize - footer.tocOffset, dataEnd: footer.tocOffset };
 }
 
-/** The TOC JSON bytes of an eStargz blob: the `stargz.index.json` tar entry in the TOC member. */
-export function readTocFromBlob(blob: Blob): { toc: Buffer; tocOffset: number } {
-  const { tocOffset, footerSize } = blobFooter(blob);
-  const compressed = blob.read(tocOffset, blob.size - footerSize - tocOffset);
+function zstdChunkedLayout(blob: Blob): BlobLayout {
+  const bad = (msg: string): never => {
+    throw new CfsError(ErrorCode.BadMagic, `zstd:chunked footer: ${msg}`, { input: blob.name });
+  };
+  for (const size of ZSTD_FOOTER_SIZES) {
+    if (blob.size < size + 8) continue;
+    const frame = blob.read(blob.size - size - 8, size + 8);
+    if (frame.readUInt32LE(0) !== SKIPPABLE_MAGIC || frame.readUInt32LE(4) !== size) continue;
+    const f = frame.subarray(8);
+    const u64 = (at: number): number => {
+      const v = f.readBigUInt64LE(at);
+      return v > BigInt(Number.MAX_SAFE_INTEGER) ? bad(`field at ${at} is ${v}`) : Number(v);
+    };
+    const [tocOffset, tocLength, tocSize, type] = [u64(0), u64(8), u64(16), u64(24)];
+    if (type !== 1) bad(`manifest type ${type} (only 1, a CRFS TOC, is known)`);
+    if (tocOffset < 8 || tocOffset + tocLength > blob.size - size - 8) bad(`TOC at ${tocOffset} (+${tocLength}) is outside the blob (${blob.size} bytes)`);
+    if (tocSize > MAX_TOC_SIZE) throw new CfsError(ErrorCode.TooLarge, `TOC of ${tocSize} bytes exceeds the ${MAX_TOC_SIZE}-byte limit`, { input: blob.name });
+    return { kind: 'zstd', tocOffset, tocLength, tocSize, dataEnd: tocOffset - 8 };
+  }
+  return bad('no 40- or 64-byte footer in a skippable frame at the end');
+}
+
+/** The TOC JSON bytes of a blob, and where its file data ends. */
+export function readTocFromBlob(blob: Blob): { toc: Buffer; dataEnd: number } {
+  const layout = blobLayout(blob);
+  const { tocOffset } = layout;
+  const compressed = blob.read(tocOffset, layout.tocLength);
+  if (layout.kind === 'zstd') {
+    let toc: Buffer;
+    try {
+      toc = zstdDecompress(compressed, layout.tocSize! + MEMBER_SLACK); // a window may exceed a small TOC
+    } catch (e) {
+      if (!(e instanceof ZstdError)) throw e;
+      throw new CfsError(ErrorCode.Io, `cannot decompress the TOC at ${tocOffset}: ${e.message}`, { input: blob.name });
+    }
+    if (toc.length !== layout.tocSize) throw new CfsError(ErrorCode.BadMagic, `the TOC at ${tocOffset} is ${toc.length} bytes, the footer says ${layout.tocSize}`, { input: blob.name });
+    return { toc, dataEnd: layout.dataEnd };
+  }
   let tarData: Buffer;
   try {
     tarData = zlib.gunzipSync(compressed, { maxOutputLength: MAX_TOC_SIZE + 64 * TAR_BLOCK });
@@ -130,7 +182,7 @@ export function readTocFromBlob(blob: Blob): { toc: Buffer; tocOffset: number } 
   }
   const toc = findTarEntry(tarData, TOC_TAR_NAME);
   if (!toc) throw new CfsError(ErrorCode.BadMagic, `no ${TOC_TAR_NAME} in the TOC member at ${tocOffset}`, { input: blob.name });
-  return { toc, tocOffset };
+  return { toc, dataEnd: layout.dataEnd };
 }
 
 /** Find a regular entry by name in a tar stream (ustar/GNU headers; other entries skipped). */
@@ -175,8 +227,8 @@ function tarSize(field: Buffer): number | null {
 
 /**
  * Reads uncompressed ranges out of the blob. A compressed range runs from a member offset the TOC
- * names to the next such offset (or to the TOC): gzip members decompress back to back, so small
- * files sharing one member (innerOffset) are decompressed once.
+ * names to the next such offset (or to the TOC): gzip members (zstd frames) decompress back to
+ * back, so small files sharing one member (innerOffset) are decompressed once.
  */
 export class MemberReader {
   private readonly ends = new Map<number, number>();
@@ -205,10 +257,12 @@ export class MemberReader {
       const end = this.ends.get(offset);
       if (end === undefined || end <= offset) throw new CfsError(ErrorCode.OutOfBounds, `member offset ${offset} is not inside the blob's data`, { input: this.blob.name });
       const compressed = this.blob.read(offset, end - offset);
+      const limit = this.need.get(offset)! + MEMBER_SLACK;
+      const gzip = compressed[0] === GZIP_MAGIC[0] && compressed[1] === GZIP_MAGIC[1];
       try {
-        this.cache = zlib.gunzipSync(compressed, { maxOutputLength: this.need.get(offset)! + MEMBER_SLACK });
+        this.cache = gzip ? zlib.gunzipSync(compressed, { maxOutputLength: limit }) : zstdDecompress(compressed, limit);
       } catch (e) {
-        throw new CfsError(ErrorCode.Io, `cannot decompress the gzip member at offset ${offset}: ${(e as Error).message}`, { input: this.blob.name });
+        throw new CfsError(ErrorCode.Io, `cannot decompress the ${gzip ? 'gzip member' : 'zstd frames'} at offset ${offset}: ${(e as Error).message}`, { input: this.blob.name });
       }
       this.cacheOffset = offset;
     }

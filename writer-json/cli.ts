@@ -1,5 +1,5 @@
 /**
- * cfs-writer-json: a CRFS / eStargz / zstd:chunked TOC (or an eStargz blob) into a composefs
+ * cfs-writer-json: a CRFS / eStargz / zstd:chunked TOC (or such a blob) into a composefs
  * image; with --store, the blob's file contents go into a cfs-cas store so the image mounts.
  */
 import * as fs from 'node:fs';
@@ -8,7 +8,7 @@ import { Command } from 'commander';
 import { ExitCode, UsageError, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { CfsError, ErrorCode, fsverityDigest } from '../format/index.js';
 import { Store } from '../cas/store.js';
-import { type Blob, ESTARGZ_FOOTER_SIZE, blobFooter, blobFromBuffer, blobKind, openBlobFile, readTocFromBlob, MAX_TOC_SIZE } from './blob.js';
+import { type Blob, ESTARGZ_FOOTER_SIZE, blobFromBuffer, blobKind, blobLayout, openBlobFile, readTocFromBlob, MAX_TOC_SIZE } from './blob.js';
 import { convertToc } from './convert.js';
 
 const TOOL = 'cfs-writer-json';
@@ -26,12 +26,12 @@ interface Opts {
 
 export function buildProgram(): Command {
   return new Command(TOOL)
-    .description('Build a composefs image from a CRFS / eStargz / zstd:chunked TOC, or from an eStargz blob.')
-    .argument('<INPUT>', 'TOC JSON (optionally gzipped), an eStargz blob, or - for stdin')
+    .description('Build a composefs image from a CRFS / eStargz / zstd:chunked TOC, or from such a blob.')
+    .argument('<INPUT>', 'TOC JSON (optionally gzipped), an eStargz or zstd:chunked blob, or - for stdin')
     .argument('[IMAGE]', 'output image (default: stdout, or only the store with --store; `-` = stdout)')
     .option('-o, --output <IMAGE>', 'output image (same as the IMAGE argument)')
     .option('--store <STORE>', 'put every file\'s content from the blob into this cfs-cas store (created if missing) and register the image there')
-    .option('--blob <BLOB>', 'the eStargz blob the TOC describes (default: INPUT, when it is a blob)')
+    .option('--blob <BLOB>', 'the eStargz or zstd:chunked blob the TOC describes (default: INPUT, when it is a blob)')
     .option('--name <NAME>', 'with --store: ref name for the image')
     .option('--print-digest', 'print the fs-verity digest of the image')
     .option('--print-digest-only', 'print the fs-verity digest and write no image')
@@ -47,7 +47,7 @@ Examples:
 
 Regular file backing paths: x-payload if the entry has one, else (with --store and a blob) the
 content's fs-verity object in the store, else HEX[0:2]/HEX[2:] of the TOC's sha256 digest.
-zstd:chunked blobs are not supported yet; their TOC JSON is.`,
+Blobs: eStargz / stargz (gzip) and zstd:chunked (stargz-snapshotter and containers/storage footers).`,
     )
     .showHelpAfterError(`(run '${TOOL} --help' for usage)`)
     .exitOverride();
@@ -101,8 +101,8 @@ function fromBlobOrToc(blob: Blob, whole: () => Buffer, input: string): Input {
   const tail = blob.read(Math.max(0, blob.size - ESTARGZ_FOOTER_SIZE), Math.min(ESTARGZ_FOOTER_SIZE, blob.size));
   const kind = blobKind(head, tail);
   if (kind === 'estargz' || kind === 'zstd') {
-    const { toc, tocOffset } = readTocFromBlob(blob); // zstd: refused with a clear error
-    return { toc, blob, dataEnd: tocOffset };
+    const { toc, dataEnd } = readTocFromBlob(blob);
+    return { toc, blob, dataEnd };
   }
   const data = whole();
   if (!GZIP(data)) return { toc: data, blob: null };
@@ -134,10 +134,10 @@ export async function main(argv: string[]): Promise<number> {
     if (opts.blob !== undefined) {
       blob?.close();
       blob = openBlobFile(opts.blob);
-      dataEnd = blobFooter(blob).tocOffset;
+      dataEnd = blobLayout(blob).dataEnd;
     }
     if (opts.store) {
-      if (!blob) throw new UsageError('--store needs the eStargz blob: give it as INPUT or with --blob');
+      if (!blob) throw new UsageError('--store needs the blob: give it as INPUT or with --blob');
       store = Store.open(opts.store, { create: true });
     }
     const inputName = source === '-' ? 'stdin' : source;

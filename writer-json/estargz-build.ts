@@ -1,8 +1,10 @@
 /**
- * Builds eStargz blobs (for tests and the benchmark; files held in memory), laid out as stargz-snapshotter's writer does: each tar header
- * in its own gzip member, each file chunk in its own member (or several small files sharing one
- * member, told apart by innerOffset), then the TOC member (a tar holding stargz.index.json) and
- * the 51-byte footer pointing at it.
+ * Builds eStargz blobs (for tests and the benchmark; files held in memory), laid out as
+ * stargz-snapshotter's writer does: each tar header in its own gzip member, each file chunk in
+ * its own member (or several small files sharing one member, told apart by innerOffset), then the
+ * TOC member (a tar holding stargz.index.json) and the 51-byte footer pointing at it. With a
+ * zstd compressor it builds stargz-snapshotter's zstd:chunked instead: zstd frames for members,
+ * the TOC as zstd-compressed JSON in a skippable frame, and the 40-byte footer in another.
  */
 import { createHash } from 'node:crypto';
 import * as zlib from 'node:zlib';
@@ -58,8 +60,33 @@ export function footer(tocOffset: number): Buffer {
   return f;
 }
 
-/** Build the blob and its TOC. */
-export function buildEstargz(files: BlobFile[]): { blob: Buffer; toc: { version: number; entries: Record<string, unknown>[] }; tocOffset: number } {
+const skippable = (data: Buffer): Buffer => {
+  const h = Buffer.alloc(8);
+  h.writeUInt32LE(0x184d2a50, 0);
+  h.writeUInt32LE(data.length, 4);
+  return Buffer.concat([h, data]);
+};
+
+/** stargz-snapshotter's 40-byte zstd:chunked footer. */
+export function zstdChunkedFooter(tocOffset: number, tocCompressed: number, tocSize: number): Buffer {
+  const f = Buffer.alloc(40);
+  f.writeBigUInt64LE(BigInt(tocOffset), 0);
+  f.writeBigUInt64LE(BigInt(tocCompressed), 8);
+  f.writeBigUInt64LE(BigInt(tocSize), 16);
+  f.writeBigUInt64LE(1n, 24);
+  f.write('GnUlInUx', 32, 'latin1');
+  return f;
+}
+
+/**
+ * Build the blob and its TOC. `zstd`, when given, compresses one member (e.g. by running the
+ * zstd CLI) and makes the blob zstd:chunked.
+ */
+export function buildEstargz(
+  files: BlobFile[],
+  opts: { zstd?: (data: Buffer) => Buffer } = {},
+): { blob: Buffer; toc: { version: number; entries: Record<string, unknown>[] }; tocOffset: number } {
+  const compress = opts.zstd ?? ((b: Buffer) => zlib.gzipSync(b));
   const parts: Buffer[] = [];
   let pos = 0;
   const emit = (b: Buffer): number => {
@@ -72,7 +99,7 @@ export function buildEstargz(files: BlobFile[]): { blob: Buffer; toc: { version:
   /** The member being filled with small shared files: its offset and uncompressed bytes so far. */
   let shared: { offset: number; data: Buffer[]; len: number } | null = null;
   const flushShared = (): void => {
-    if (shared) emit(zlib.gzipSync(Buffer.concat(shared.data)));
+    if (shared) emit(compress(Buffer.concat(shared.data)));
     shared = null;
   };
   for (const f of files) {
@@ -83,7 +110,7 @@ export function buildEstargz(files: BlobFile[]): { blob: Buffer; toc: { version:
     if (f.linkName) base.linkName = f.linkName;
     if (f.type !== 'reg' || data.length === 0) {
       flushShared();
-      emit(zlib.gzipSync(header));
+      emit(compress(header));
       if (f.type === 'reg') base.size = 0;
       entries.push(base);
       continue;
@@ -101,13 +128,13 @@ export function buildEstargz(files: BlobFile[]): { blob: Buffer; toc: { version:
       continue;
     }
     flushShared();
-    emit(zlib.gzipSync(header));
+    emit(compress(header));
     const cs = f.chunkSize ?? data.length;
     for (let off = 0; off < data.length; off += cs) {
       const chunk = data.subarray(off, Math.min(off + cs, data.length));
       const last = off + cs >= data.length;
       const body = last ? Buffer.concat([chunk, pad(data.length)]) : chunk;
-      const offset = emit(zlib.gzipSync(body));
+      const offset = emit(compress(body));
       const e: Record<string, unknown> = off === 0 ? { ...base, offset } : { name: f.name, type: 'chunk', offset, chunkOffset: off };
       if (!last || off > 0) e.chunkSize = chunk.length;
       e.chunkDigest = sha(chunk);
@@ -117,6 +144,12 @@ export function buildEstargz(files: BlobFile[]): { blob: Buffer; toc: { version:
   flushShared();
   const toc = { version: 1, entries };
   const tocJson = Buffer.from(JSON.stringify(toc));
+  if (opts.zstd) {
+    const z = opts.zstd(tocJson);
+    const tocOffset = emit(skippable(z)) + 8;
+    emit(skippable(zstdChunkedFooter(tocOffset, z.length, tocJson.length)));
+    return { blob: Buffer.concat(parts), toc, tocOffset };
+  }
   const tocTar = Buffer.concat([tarHeader('stargz.index.json', { size: tocJson.length }), tocJson, pad(tocJson.length), Buffer.alloc(1024)]);
   const tocOffset = emit(zlib.gzipSync(tocTar));
   emit(footer(tocOffset));

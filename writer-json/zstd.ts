@@ -1,0 +1,83 @@
+/**
+ * Bounded zstd decompression of a byte range (fzstd: pure JS, Node 20 has no zstd). fzstd sizes
+ * its output from each frame header, which a hostile blob controls, so the frames are walked
+ * first (RFC 8878: frame header, block headers, optional checksum; skippable frames skipped) and
+ * the range is refused if the sizes they declare exceed the limit.
+ */
+import { decompress } from 'fzstd';
+
+const ZSTD_MAGIC = 0xfd2fb528;
+const MAX_WINDOW = 2145386496; // fzstd's own ceiling
+const BLOCK_MAX = 128 << 10;
+
+export class ZstdError extends Error {}
+
+/**
+ * Check that the frames in `data` need at most `limit` bytes of fzstd's memory (an upper bound:
+ * what it allocates and what the blocks can produce); ZstdError otherwise, or for bad framing.
+ */
+export function checkZstdFrames(data: Uint8Array, limit: number): void {
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  let p = 0;
+  let total = 0;
+  while (p < data.length) {
+    if (p + 8 > data.length) throw new ZstdError(`truncated frame header at ${p}`);
+    const magic = dv.getUint32(p, true);
+    if (magic >>> 4 === 0x184d2a5) {
+      p += 8 + dv.getUint32(p + 4, true); // skippable frame
+      continue;
+    }
+    if (magic !== ZSTD_MAGIC) throw new ZstdError(`no zstd frame at ${p}`);
+    const fhd = data[p + 4];
+    const fcsFlag = fhd >> 6;
+    const single = (fhd >> 5) & 1;
+    const checksum = (fhd >> 2) & 1;
+    const dictIdBytes = [0, 1, 2, 4][fhd & 3];
+    let q = p + 5;
+    let window = 0;
+    if (!single) {
+      if (q >= data.length) throw new ZstdError(`truncated frame header at ${p}`);
+      const wd = data[q++];
+      const base = 2 ** (10 + (wd >> 3));
+      window = base + (base / 8) * (wd & 7);
+    }
+    q += dictIdBytes;
+    const fcsBytes = [single ? 1 : 0, 2, 4, 8][fcsFlag];
+    if (q + fcsBytes > data.length) throw new ZstdError(`truncated frame header at ${p}`);
+    let fcs = 0;
+    if (fcsBytes === 1) fcs = data[q];
+    else if (fcsBytes === 2) fcs = dv.getUint16(q, true) + 256;
+    else if (fcsBytes === 4) fcs = dv.getUint32(q, true);
+    else if (fcsBytes === 8) fcs = dv.getUint32(q, true) + dv.getUint32(q + 4, true) * 2 ** 32;
+    q += fcsBytes;
+    if (window > MAX_WINDOW || fcs > limit) throw new ZstdError(`frames declare ${Math.max(window, fcs)} bytes, more than the ${limit} allowed`);
+    // what fzstd allocates, and what the blocks can produce (raw and RLE blocks state their
+    // size; a compressed block yields at most 128 KiB)
+    let out = 0;
+    for (;;) {
+      if (q + 3 > data.length) throw new ZstdError(`truncated block at ${q}`);
+      const bh = data[q] | (data[q + 1] << 8) | (data[q + 2] << 16);
+      const type = (bh >> 1) & 3;
+      const size = bh >>> 3;
+      if (type === 3) throw new ZstdError(`reserved block type at ${q}`);
+      out += type === 2 ? BLOCK_MAX : size;
+      q += 3 + (type === 1 ? 1 : size);
+      if (bh & 1) break;
+    }
+    total += Math.max(fcs || window, Math.min(out, fcs || out));
+    if (total > limit) throw new ZstdError(`frames declare ${total} bytes, more than the ${limit} allowed`);
+    p = q + (checksum ? 4 : 0);
+    if (p > data.length) throw new ZstdError('truncated frame');
+  }
+}
+
+/** Decompress `data` (one or more frames), refusing frames that declare more than `limit` bytes. */
+export function zstdDecompress(data: Uint8Array, limit: number): Buffer {
+  checkZstdFrames(data, limit);
+  try {
+    const out = decompress(data);
+    return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  } catch (e) {
+    throw new ZstdError((e as Error).message);
+  }
+}
