@@ -22,7 +22,8 @@ export interface BuildResult {
   image: Buffer;
   entries: number;
   skipped: number;
-  external: ExternalFile[];
+  /** Regular files kept outside the image. */
+  files: number;
   externalBytes: number;
 }
 
@@ -69,12 +70,15 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     });
     external = scan.external;
     await pool?.drain();
+    await pool?.close(); // the workers' memory is better spent on encoding
     if (failed.length) {
       throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
     }
     if (opts.onStore) await opts.onStore(scan.external);
+    const files = external.length;
+    external = scan.external = []; // paths and stats are not needed to encode
     const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir) });
-    return { image, entries: scan.entries, skipped: scan.skipped, external: scan.external, externalBytes: scan.externalBytes };
+    return { image, entries: scan.entries, skipped: scan.skipped, files, externalBytes: scan.externalBytes };
   } finally {
     await pool?.close();
   }

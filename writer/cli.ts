@@ -189,7 +189,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       else if (image === '-') await writeStdout(img);
       const st = stored as StoreStats | null;
       const lines = [
-        `${TOOL}: ${result.entries} entries, ${result.external.length} files in objects (${fmtBytes(result.externalBytes)})`,
+        `${TOOL}: ${result.entries} entries, ${result.files} files in objects (${fmtBytes(result.externalBytes)})`,
         st ? `  objects: ${st.newObjects} new (${fmtBytes(st.newBytes)}), ${st.dedupObjects} deduplicated (${fmtBytes(st.dedupBytes)})` : '',
         cache?.hits ? `  ${cache.hits} unchanged files not read again (digest cache; --no-cache reads all)` : '',
         `  image: ${digest} (${fmtBytes(img.length)}), ref ${name}`,

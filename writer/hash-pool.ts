@@ -103,7 +103,7 @@ export class HashPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.lanes.map((l) => l.worker.terminate()));
+    await Promise.all(this.lanes.splice(0).map((l) => l.worker.terminate()));
   }
 }
 
