@@ -16,20 +16,26 @@ export function fsyncDir(dir: string): void {
   }
 }
 
+const openTemp = (tmp: string, mode: number): number => fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+
+/** chmod, fsync and close the temp file. */
+function finishTemp(fd: number, mode: number): void {
+  fs.fchmodSync(fd, mode);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+}
+
 /** Write `data` to `dest` durably and atomically (temp file in the same directory). */
 export function writeAtomic(dest: string, data: Uint8Array | ((fd: number) => void), mode = 0o644): void {
-  const dir = path.dirname(dest);
-  const tmp = tmpName(dir);
-  let fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+  const tmp = tmpName(path.dirname(dest));
+  let fd = openTemp(tmp, mode);
   try {
     if (typeof data === 'function') data(fd);
     else {
       let off = 0;
       while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
     }
-    fs.fchmodSync(fd, mode);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
+    finishTemp(fd, mode);
     fd = -1;
     fs.renameSync(tmp, dest);
   } catch (e) {
@@ -39,3 +45,41 @@ export function writeAtomic(dest: string, data: Uint8Array | ((fd: number) => vo
   }
 }
 
+/**
+ * writeAtomic for long writes: `fill` may await (and should, now and then), and SIGINT/SIGTERM
+ * meanwhile remove the temp file before the process ends.
+ */
+export async function writeAtomicAsync(dest: string, fill: (fd: number) => Promise<void>, mode = 0o644): Promise<void> {
+  const tmp = tmpName(path.dirname(dest));
+  let fd = openTemp(tmp, mode);
+  const dispose = removeOnSignal(tmp);
+  try {
+    await fill(fd);
+    finishTemp(fd, mode);
+    fd = -1;
+    fs.renameSync(tmp, dest);
+  } catch (e) {
+    if (fd >= 0) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  } finally {
+    dispose();
+  }
+}
+
+const SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/** Until disposed, SIGINT/SIGTERM remove `file` (recursively) and end the process. */
+export function removeOnSignal(file: string): () => void {
+  const handlers = Object.entries(SIGNALS).map(([sig, code]) => {
+    const h = (): void => {
+      fs.rmSync(file, { recursive: true, force: true });
+      process.exit(code);
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return () => {
+    for (const [sig, h] of handlers) process.removeListener(sig, h);
+  };
+}
