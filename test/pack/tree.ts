@@ -8,6 +8,7 @@ import { readXattrs } from '../../cas/xattrs.js';
 export interface DescribeOptions {
   /** Leave out mtimes (e.g. --use-epoch output is compared separately). */
   noTimes?: boolean;
+  noXattrs?: boolean;
 }
 
 /**
@@ -36,7 +37,7 @@ export function describeTree(root: string, opts: DescribeOptions = {}): string {
       }
     }
     if (st.isSymbolicLink()) fields.push(`-> ${JSON.stringify(fs.readlinkSync(p, { encoding: 'buffer' }).toString('latin1'))}`);
-    for (const [k, v] of readXattrs(p).sort((a, b) => (a[0] < b[0] ? -1 : 1))) fields.push(`${k}=${JSON.stringify(v)}`);
+    if (!opts.noXattrs) for (const [k, v] of readXattrs(p).sort((a, b) => (a[0] < b[0] ? -1 : 1))) fields.push(`${k}=${JSON.stringify(v)}`);
     lines.push(fields.join(' '));
     if (isDir) {
       const names = fs.readdirSync(p, { encoding: 'buffer' }).map((n) => n.toString('latin1')).sort();
