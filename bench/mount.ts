@@ -258,9 +258,19 @@ export function runRowsBench(bench: RowsBench): number {
   return failed ? 1 : 0;
 }
 
-export const loopMount = (fstype: string, image: string, timeout: number) => (mnt: string): boolean =>
-  runTimed('mount', ['-t', fstype, '-o', 'loop,ro', '--', image, mnt], { timeout }) !== undefined;
-export const plainUmount = (timeout: number) => (mnt: string): boolean => runTimed('umount', ['--', mnt], { timeout }) !== undefined;
+/** A row whose image is loop-mounted read-only as `fstype`. */
+export function loopRow(r: { name: string; fstype: string; image: string; timeout: number; skip?: string; size?: () => number; build: (image: string) => boolean }): Row {
+  const ok = (x: unknown): boolean => x !== undefined;
+  return {
+    name: r.name,
+    skip: r.skip,
+    image: r.image,
+    size: r.size,
+    build: () => r.build(r.image),
+    mount: (mnt) => ok(runTimed('mount', ['-t', r.fstype, '-o', 'loop,ro', '--', r.image, mnt], { timeout: r.timeout })),
+    umount: (mnt) => ok(runTimed('umount', ['--', mnt], { timeout: r.timeout })),
+  };
+}
 
 function mountRows(tree: string, tmp: string, timeout: number): Row[] {
   const node = process.execPath;
@@ -287,30 +297,22 @@ function mountRows(tree: string, tmp: string, timeout: number): Row[] {
         return ok(runTimed(node, [mountJs, 'umount', mnt], { timeout }));
       },
     },
-    {
+    loopRow({
       name: 'squashfs',
+      fstype: 'squashfs',
       skip: !kernelHas('squashfs') ? 'the kernel has no squashfs support' : !mksquashfs ? 'mksquashfs not found (squashfs-tools)' : undefined,
       image: path.join(tmp, 'sq.img'),
-      build() {
-        return ok(runTimed(mksquashfs!, [tree, this.image, '-noappend', '-quiet'], { timeout }));
-      },
-      mount(mnt) {
-        return loopMount('squashfs', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
-    {
+      timeout,
+      build: (image) => ok(runTimed(mksquashfs!, [tree, image, '-noappend', '-quiet'], { timeout })),
+    }),
+    loopRow({
       name: 'erofs',
+      fstype: 'erofs',
       skip: !mkfsErofs ? 'mkfs.erofs not found (erofs-utils)' : undefined,
       image: path.join(tmp, 'erofs.img'),
-      build() {
-        return ok(runTimed(mkfsErofs!, [this.image, tree], { timeout }));
-      },
-      mount(mnt) {
-        return loopMount('erofs', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
+      timeout,
+      build: (image) => ok(runTimed(mkfsErofs!, [image, tree], { timeout })),
+    }),
   ];
 }
 

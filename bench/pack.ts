@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Row, loopMount, plainUmount, runRowsBench } from './mount.js';
+import { type Row, loopRow, runRowsBench } from './mount.js';
 import { PKG_ROOT, runQuiet, runTimed, treeStats, which } from './util.js';
 
 /** Run `steps` in order; false at the first that fails. */
@@ -32,68 +32,58 @@ function packRows(tree: string, tmp: string, timeout: number, results: Map<strin
   const mksquashfs = which('mksquashfs');
   const mkfsErofs = which('mkfs.erofs');
   const mkfsExt4 = which('mkfs.ext4');
-  const ext4 = path.join(tmp, 'ext4.img');
   const ext4Mnt = path.join(tmp, 'ext4-fill');
   return [
-    {
+    loopRow({
       name: 'cfs-pack',
+      fstype: 'erofs',
       image: path.join(tmp, 'pack.erofs'),
-      build() {
-        return timed(this.name, run(process.execPath, [path.join(PKG_ROOT, 'bin/cfs-pack.js'), '--no-progress', tree, this.image]))();
-      },
-      mount(mnt) {
-        return loopMount('erofs', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
-    {
+      timeout,
+      build: (image) => timed('cfs-pack', run(process.execPath, [path.join(PKG_ROOT, 'bin/cfs-pack.js'), '--no-progress', tree, image]))(),
+    }),
+    loopRow({
       name: 'squashfs zstd',
+      fstype: 'squashfs',
       skip: !mksquashfs ? 'mksquashfs not found (squashfs-tools)' : undefined,
       image: path.join(tmp, 'sq.img'),
-      build() {
-        return timed(this.name, run(mksquashfs!, [tree, this.image, '-comp', 'zstd', '-noappend', '-quiet']))();
-      },
-      mount(mnt) {
-        return loopMount('squashfs', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
-    {
+      timeout,
+      build: (image) => timed('squashfs zstd', run(mksquashfs!, [tree, image, '-comp', 'zstd', '-noappend', '-quiet']))(),
+    }),
+    loopRow({
       name: 'mkfs.erofs',
+      fstype: 'erofs',
       skip: !mkfsErofs ? 'mkfs.erofs not found (erofs-utils)' : undefined,
       image: path.join(tmp, 'mkfs.erofs'),
-      build() {
-        return timed(this.name, run(mkfsErofs!, ['--quiet', this.image, tree]))();
-      },
-      mount(mnt) {
-        return loopMount('erofs', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
-    {
+      timeout,
+      build: (image) => timed('mkfs.erofs', run(mkfsErofs!, ['--quiet', image, tree]))(),
+    }),
+    loopRow({
       name: 'ext4 cp -a',
+      fstype: 'ext4',
       skip: !mkfsExt4 ? 'mkfs.ext4 not found (e2fsprogs)' : undefined,
-      image: ext4,
-      size: () => fs.statSync(ext4).blocks * 512,
-      build() {
+      image: path.join(tmp, 'ext4.img'),
+      timeout,
+      size: () => fs.statSync(path.join(tmp, 'ext4.img')).blocks * 512,
+      build: (image) => {
         // room for the data, plus an inode and a block of slack per entry, plus the journal
         const { entries, bytes } = treeStats(tree);
         const size = Math.ceil((bytes * 1.2 + entries * 8192 + (64 << 20)) / 4096) * 4096;
         const fill = (): boolean => {
           fs.mkdirSync(ext4Mnt, { recursive: true });
-          if (!ok(runTimed('mount', ['-o', 'loop', '--', ext4, ext4Mnt], { timeout }))) return false;
+          if (!ok(runTimed('mount', ['-o', 'loop', '--', image, ext4Mnt], { timeout }))) return false;
           const copied = ok(runTimed('cp', ['-a', '--', `${tree}/.`, ext4Mnt], { timeout }));
           const unmounted = runQuiet('umount', ['--', ext4Mnt]).ok;
           fs.rmdirSync(ext4Mnt);
           return copied && unmounted;
         };
-        return timed(this.name, () => all(() => (fs.writeFileSync(ext4, ''), fs.truncateSync(ext4, size), true), run(mkfsExt4!, ['-q', '-F', ext4]), fill))();
+        const create = (): boolean => {
+          fs.writeFileSync(image, '');
+          fs.truncateSync(image, size);
+          return true;
+        };
+        return timed('ext4 cp -a', () => all(create, run(mkfsExt4!, ['-q', '-F', image]), fill))();
       },
-      mount(mnt) {
-        return loopMount('ext4', this.image, timeout)(mnt);
-      },
-      umount: plainUmount(timeout),
-    },
+    }),
   ];
 }
 
