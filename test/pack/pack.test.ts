@@ -183,6 +183,18 @@ describe.runIf(!mountReason)('cfs-pack of a real system directory and of a root 
     packOk([SYSTEM_DIR, img]);
     fsckOk(img, SYSTEM_DIR);
     expect(withErofsMount(img, at('mnt-sys'), () => describeTree(at('mnt-sys')))).toBe(describeTree(SYSTEM_DIR));
+    const out = at('sys-unpacked');
+    packOk(['--unpack', img, out]);
+    expect(describeTree(out)).toBe(describeTree(SYSTEM_DIR));
+  });
+
+  it.runIf(fsck)(`--unpack reads an image mkfs.erofs made of ${SYSTEM_DIR}`, () => {
+    const img = at('mkfs.erofs');
+    const r = sh('mkfs.erofs', ['--quiet', img, SYSTEM_DIR]);
+    expect(r.ok, r.out).toBe(true);
+    const out = at('mkfs-unpacked');
+    expect(packOk(['--unpack', img, out])).toMatch(/unpacked erofs image/);
+    expect(describeTree(out)).toBe(describeTree(SYSTEM_DIR));
   });
 
   it('duplicates are stored once and read back right', () => {
