@@ -101,6 +101,22 @@ describe('encodePacked (format core)', () => {
   });
 });
 
+describe('encodePacked: large files', () => {
+  it('a 5 GiB file gets an extended inode, its blocks and a short inline tail', () => {
+    const root = newInode(S_IFDIR | 0o755);
+    const size = 5 * 2 ** 30 + 5;
+    root.children = [{ name: 'big', inode: newInode(S_IFREG | 0o600, { size }), link: false }];
+    const img = encodePacked(root);
+    expect(img.data[0].nBlocks).toBe(5 * 2 ** 18);
+    expect(img.data[0].tailSize).toBe(5);
+    expect(img.totalBlocks).toBe(img.metaBlocks + 5 * 2 ** 18);
+    const dec = decodeImage(img.meta, { plain: true });
+    const big = dec.root.children![0].inode;
+    expect(big.size).toBe(size);
+    expect(dec.data.get(big)).toEqual({ blkaddr: img.metaBlocks, nBlocks: 5 * 2 ** 18, tailOffset: img.data[0].tailOffsets[0], tailSize: 5 });
+  });
+});
+
 describe.runIf(!treeReason)('cfs-pack on the make-tree.sh tree', () => {
   const tree = at('tree');
   beforeAll(() => {
@@ -230,6 +246,20 @@ describe.runIf(!mountReason)('cfs-pack of a real system directory and of a root 
       expect(st.mode & 0o777).toBe(0o755);
       expect(spawnSync(at('mnt-root/sbin/init'), { encoding: 'utf8' }).stdout).toBe('packed-init-ok\n');
     });
+  });
+});
+
+describe.runIf(has('script'))('cfs-pack on a terminal', () => {
+  it('shows a progress line, and none without a terminal', () => {
+    const dir = at('many');
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 600; i++) fs.writeFileSync(path.join(dir, `f${i}`), '');
+    const bin = path.resolve(__dirname, '../../bin/cfs-pack.js');
+    const cmd = `${process.execPath} ${bin} ${dir} ${at('many.erofs')}`;
+    const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'latin1' }).stdout;
+    expect(out).toMatch(/\r\x1b\[Kscanning: 512 entries/);
+    expect(out).toMatch(/cfs-pack: 601 entries/);
+    expect(packOk([dir, at('many2.erofs')])).not.toMatch(/scanning/);
   });
 });
 
