@@ -61,6 +61,9 @@ export async function main(argv: string[]): Promise<number> {
   const args = program.args;
   if (opts.skipXattrs && opts.userXattrs) throw new UsageError('--skip-xattrs and --user-xattrs conflict');
   const bases = [...(opts.store ? [opts.store] : []), ...(opts.base ?? [])];
+  const dirOnly = opts.skipDevices || opts.skipXattrs || opts.userXattrs || opts.crossFilesystems;
+  if (dirOnly && (opts.image || opts.unpack)) throw new UsageError('--skip-*, --user-xattrs and --cross-filesystems are for directory input');
+  if (opts.unpack && (opts.useEpoch || opts.threads !== undefined)) throw new UsageError('--use-epoch and --threads are for packing');
   const progress = new Progress(opts.progress !== false);
   try {
     if (opts.unpack) {

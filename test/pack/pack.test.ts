@@ -271,6 +271,8 @@ describe('cfs-pack errors leave no output', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^cfs-pack: \/nonexistent\/src: not a directory/);
     expect(runBin('cfs-pack', ['only-one-arg']).code).toBe(2);
+    expect(runBin('cfs-pack', ['--unpack', '--use-epoch', 'img', dir]).stderr).toMatch(/--use-epoch and --threads are for packing/);
+    expect(runBin('cfs-pack', ['--image', 'img', '--skip-xattrs', 'out']).code).toBe(2);
     onlyThese(dir, []);
   });
 
