@@ -95,6 +95,8 @@ export function sourceFromImage(image: string, data: Buffer, bases: string[], op
     if (version >= 1 && n.children?.some((d) => isWhiteout(d.inode))) dropOpaqueMarks(n);
     if (!isRegular(n) || n.size === 0 || n.content !== null) continue;
     const rel = (n.payload ?? '').replace(/^\/+/, '');
+    // a payload names a file below a base directory, never one outside it
+    if (rel.split('/').includes('..')) throw new CfsError(ErrorCode.InvalidTree, `backing file path ${JSON.stringify(rel)} leaves the base directory`, { input: image });
     const found = rel ? dirs.map((d) => path.join(d, rel)).find((p) => fs.existsSync(p)) : undefined;
     if (found) fileOf.set(n, Buffer.from(found));
     else missing.push(rel || '(no payload)');

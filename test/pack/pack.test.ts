@@ -290,6 +290,21 @@ describe('cfs-pack errors leave no output', () => {
     onlyThese(out, []);
   });
 
+  it('a composefs image whose backing path leaves the base directory', () => {
+    const base = at('err-base');
+    fs.mkdirSync(path.join(base, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(base, 'secret'), 'x'.repeat(100));
+    const cimg = at('escape.cfs');
+    const dump = '/ 4096 40755 2 0 0 0 0.0 - - -\n/f 100 100644 1 0 0 0 0.0 ../secret - -\n';
+    expect(runBin('cfs-writer', ['--from-file', '-', cimg], { input: dump }).code).toBe(0);
+    const out = at('err-escape');
+    fs.mkdirSync(out);
+    const r = runBin('cfs-pack', ['--image', cimg, '--base', path.join(base, 'sub'), path.join(out, 'x.erofs')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/escape\.cfs: CFS_\w+: backing file path "\.\.\/secret" leaves the base directory/);
+    onlyThese(out, []);
+  });
+
   it.runIf(isRoot)('a full disk mid-write: exit 1, no image, no temp file', () => {
     const src = at('err-big');
     fs.mkdirSync(src);
