@@ -59,10 +59,10 @@ const COPY_CHUNK = 1 << 20;
 /** Let signal handlers run after this many bytes copied. */
 const YIELD_BYTES = 64 << 20;
 
-export const isRegular = (inode: Inode): boolean => (inode.mode & S_IFMT) === S_IFREG;
+const isRegular = (inode: Inode): boolean => (inode.mode & S_IFMT) === S_IFREG;
 
 /** Every distinct inode of the tree (hardlinked names once), depth first. */
-export function* inodesOf(root: Inode): Generator<Inode> {
+function* inodesOf(root: Inode): Generator<Inode> {
   const stack = [root];
   while (stack.length) {
     const n = stack.pop()!;
