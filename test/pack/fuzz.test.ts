@@ -13,11 +13,11 @@ import { VECTORS } from '../support/vectors.js';
 const TREES = ['hardlinks', 'xattrs-shared', 'symlinks', 'devices', 'whiteouts-v1', 'inline-content', 'regular-files', 'deep', 'weird-names'];
 
 describe('plain decoder fuzz', () => {
-  it('2000 mutated packed images decode or fail with CfsError', () => {
+  it('1000 mutated packed images decode or fail with CfsError', () => {
     const images = TREES.map((n) => encodePacked(decodeImage(fs.readFileSync(path.join(VECTORS, 'generated', `${n}.img`))).root).meta);
-    const stats = fuzzDecoder(images, 2000, 20261127, true);
-    expect(stats.decoded).toBeGreaterThan(50);
-    expect(stats.rejected).toBeGreaterThan(500);
+    const stats = fuzzDecoder(images, 1000, 20261127, true);
+    expect(stats.decoded).toBeGreaterThan(25);
+    expect(stats.rejected).toBeGreaterThan(250);
     expect(stats.maxMs).toBeLessThan(5000);
   });
 });

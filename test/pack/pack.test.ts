@@ -190,6 +190,8 @@ describe.runIf(!treeReason)('cfs-pack on the make-tree.sh tree', () => {
 });
 
 describe.runIf(!mountReason)('cfs-pack of a real system directory and of a root file system', () => {
+  let systemTree: string | undefined;
+  const wantSystem = (): string => (systemTree ??= describeTree(SYSTEM_DIR));
   it(`${SYSTEM_DIR}: the mounted image equals the directory`, () => {
     if (!fs.existsSync(SYSTEM_DIR)) {
       console.log(`${SYSTEM_DIR} missing: system directory test skipped`);
@@ -198,10 +200,10 @@ describe.runIf(!mountReason)('cfs-pack of a real system directory and of a root 
     const img = at('system.erofs');
     packOk([SYSTEM_DIR, img]);
     fsckOk(img, SYSTEM_DIR);
-    expect(withErofsMount(img, at('mnt-sys'), () => describeTree(at('mnt-sys')))).toBe(describeTree(SYSTEM_DIR));
+    expect(withErofsMount(img, at('mnt-sys'), () => describeTree(at('mnt-sys')))).toBe(wantSystem());
     const out = at('sys-unpacked');
     packOk(['--unpack', img, out]);
-    expect(describeTree(out)).toBe(describeTree(SYSTEM_DIR));
+    expect(describeTree(out)).toBe(wantSystem());
   });
 
   it.runIf(fsck)(`--unpack reads an image mkfs.erofs made of ${SYSTEM_DIR}`, () => {
@@ -210,7 +212,7 @@ describe.runIf(!mountReason)('cfs-pack of a real system directory and of a root 
     expect(r.ok, r.out).toBe(true);
     const out = at('mkfs-unpacked');
     expect(packOk(['--unpack', img, out])).toMatch(/unpacked erofs image/);
-    expect(describeTree(out)).toBe(describeTree(SYSTEM_DIR));
+    expect(describeTree(out)).toBe(wantSystem());
   });
 
   it('duplicates are stored once and read back right', () => {
