@@ -7,6 +7,8 @@
  * For each: build time and size, time to mount, `ls -lR` cold (after dropping the page cache)
  * and warm, and reading every file (`find MNT -type f -print0 | xargs -0 cat`) cold and warm.
  *
+ * The runner (runRowsBench) is shared with the cfs-pack benchmark (bench/pack.ts).
+ *
  * Needs root and a kernel with erofs + overlayfs (else prints why it skips). Missing mksquashfs /
  * mkfs.erofs are installed once with apt-get (squashfs-tools, erofs-utils); a row whose tool is
  * still missing is skipped with the reason. Everything is unmounted and removed again, also on
@@ -22,13 +24,16 @@ import * as path from 'node:path';
 import { PKG_ROOT, envInt, loadAvg, runQuiet, runShellTimed, runTimed, secs, printTable, treeStats, which } from './util.js';
 import { kernelHas } from '../mount/kernel.js';
 
-interface Row {
+/** One file system in a build + mount + read benchmark. */
+export interface Row {
   name: string;
   /** Why the row cannot run, if it cannot. */
   skip?: string;
   image: string;
   /** Extra disk used besides the image (the composefs object store). */
   extraDir?: string;
+  /** Bytes the output takes, if not the image file's size (+ extraDir). */
+  size?(): number;
   build(): boolean;
   mount(mnt: string): boolean;
   umount(mnt: string): boolean;
@@ -90,11 +95,9 @@ function dropCaches(): boolean {
   }
 }
 
-/** Install squashfs-tools / erofs-utils once if their tools are missing. */
-function ensureTools(): void {
-  const missing: string[] = [];
-  if (!which('mksquashfs')) missing.push('squashfs-tools');
-  if (!which('mkfs.erofs')) missing.push('erofs-utils');
+/** Install the Debian packages of missing tools once ([tool, package] pairs). */
+function ensureTools(tools: [string, string][]): void {
+  const missing = tools.filter(([tool]) => !which(tool)).map(([, pkg]) => pkg);
   if (missing.length === 0 || !which('apt-get')) return;
   console.log(`installing ${missing.join(' ')} (apt-get) ...`);
   const r = runTimed('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '-q', ...missing], {
@@ -103,23 +106,39 @@ function ensureTools(): void {
   if (!r) console.log('apt-get install failed; rows needing those tools are skipped');
 }
 
-/** Run the mount benchmark; returns 1 if an invocation failed (skips are not failures). */
-export function runMountBench(): number {
-  const tree = path.resolve(process.env.BENCH_MOUNT_TREE || '/usr/share/doc');
+export interface RowsBench {
+  /** Section heading. */
+  title: string;
+  tree: string;
+  /** File systems the kernel must have for the section to run at all. */
+  fstypes: string[];
+  /** [tool, Debian package] pairs installed with apt-get when missing. */
+  tools: [string, string][];
+  rows(tmp: string, timeout: number): Row[];
+  /** Lines printed under the table. */
+  notes: string[];
+}
+
+/**
+ * Build each row's image from `tree`, mount it, time `ls -lR` and reading every file, cold and
+ * warm, unmount; print one table. Returns 1 if an invocation failed (skips are not failures).
+ */
+export function runRowsBench(bench: RowsBench): number {
+  const { tree } = bench;
   const timeout = envInt('BENCH_TIMEOUT', 0, 0);
-  console.log(`\n== mount: composefs vs squashfs vs erofs, ${tree} ==`);
+  console.log(`\n== ${bench.title}, ${tree} ==`);
 
   const skip = (why: string): number => {
     console.log(`skipped: ${why}`);
     return 0;
   };
   if (process.getuid?.() !== 0) return skip('needs root (mount, loop devices, drop_caches)');
-  for (const fstype of ['erofs', 'overlay']) {
+  for (const fstype of bench.fstypes) {
     if (!kernelHas(fstype)) return skip(`the kernel has no ${fstype} support (/proc/filesystems)`);
   }
   if (!fs.existsSync('/dev/loop-control')) return skip('no /dev/loop-control (loop devices unavailable)');
   if (!fs.statSync(tree, { throwIfNoEntry: false })?.isDirectory()) return skip(`${tree} is not a directory`);
-  ensureTools();
+  ensureTools(bench.tools);
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-bench-mount-'));
   const mounted = new Map<string, Row>();
@@ -145,58 +164,7 @@ export function runMountBench(): number {
   // run.ts's signal handlers end the process with process.exit(): unmount on the way out.
   process.on('exit', cleanup);
 
-  const node = process.execPath;
-  const writerJs = path.join(PKG_ROOT, 'bin/cfs-writer.js');
-  const mountJs = path.join(PKG_ROOT, 'bin/cfs-mount.js');
-  const store = path.join(tmp, 'store');
-  const mksquashfs = which('mksquashfs');
-  const mkfsErofs = which('mkfs.erofs');
-  const ok = (r: unknown): boolean => r !== undefined;
-  const loopMount = (fstype: string, image: string) => (mnt: string): boolean =>
-    ok(runTimed('mount', ['-t', fstype, '-o', 'loop,ro', '--', image, mnt], { timeout }));
-  const plainUmount = (mnt: string): boolean => ok(runTimed('umount', ['--', mnt], { timeout }));
-
-  const rows: Row[] = [
-    {
-      name: 'composefs',
-      image: path.join(tmp, 'cfs.img'),
-      extraDir: store,
-      build() {
-        fs.mkdirSync(store, { recursive: true });
-        return ok(runTimed(node, [writerJs, '--no-progress', '--digest-store', store, tree, this.image], { timeout }));
-      },
-      mount(mnt) {
-        return ok(runTimed(node, [mountJs, 'mount', '--base', store, this.image, mnt], { timeout }));
-      },
-      umount(mnt) {
-        return ok(runTimed(node, [mountJs, 'umount', mnt], { timeout }));
-      },
-    },
-    {
-      name: 'squashfs',
-      skip: !kernelHas('squashfs') ? 'the kernel has no squashfs support' : !mksquashfs ? 'mksquashfs not found (squashfs-tools)' : undefined,
-      image: path.join(tmp, 'sq.img'),
-      build() {
-        return ok(runTimed(mksquashfs!, [tree, this.image, '-noappend', '-quiet'], { timeout }));
-      },
-      mount(mnt) {
-        return loopMount('squashfs', this.image)(mnt);
-      },
-      umount: plainUmount,
-    },
-    {
-      name: 'erofs',
-      skip: !mkfsErofs ? 'mkfs.erofs not found (erofs-utils)' : undefined,
-      image: path.join(tmp, 'erofs.img'),
-      build() {
-        return ok(runTimed(mkfsErofs!, [this.image, tree], { timeout }));
-      },
-      mount(mnt) {
-        return loopMount('erofs', this.image)(mnt);
-      },
-      umount: plainUmount,
-    },
-  ];
+  const rows = bench.rows(tmp, timeout);
 
   const results = new Map<string, Measured>();
   let failed = false;
@@ -215,7 +183,7 @@ export function runMountBench(): number {
         continue;
       }
       m.build = Number(process.hrtime.bigint() - t0) / 1e9;
-      m.size = fs.statSync(row.image).size + (row.extraDir ? treeStats(row.extraDir).bytes : 0);
+      m.size = row.size ? row.size() : fs.statSync(row.image).size + (row.extraDir ? treeStats(row.extraDir).bytes : 0);
       loopImages.push(row.image);
 
       const mnt = path.join(tmp, `mnt-${row.name}`);
@@ -281,12 +249,88 @@ export function runMountBench(): number {
     console.log('');
     printTable(table);
     console.log('seconds, wall clock; cold = after sync + echo 3 > /proc/sys/vm/drop_caches; read = find -type f | xargs cat');
-    console.log('composefs: size = image + object store; build, mount and umount include node startup (cfs-writer, cfs-mount)');
-    console.log('squashfs: mksquashfs defaults (gzip); erofs: mkfs.erofs defaults (uncompressed)');
+    for (const note of bench.notes) console.log(note);
     if (dropCachesError) console.log(`drop_caches failed (${dropCachesError}): cold columns left empty`);
   } finally {
     cleanup();
     process.removeListener('exit', cleanup);
   }
   return failed ? 1 : 0;
+}
+
+/** A row whose image is loop-mounted read-only as `fstype`. */
+export function loopRow(r: { name: string; fstype: string; image: string; timeout: number; skip?: string; size?: () => number; build: (image: string) => boolean }): Row {
+  const ok = (x: unknown): boolean => x !== undefined;
+  return {
+    name: r.name,
+    skip: r.skip,
+    image: r.image,
+    size: r.size,
+    build: () => r.build(r.image),
+    mount: (mnt) => ok(runTimed('mount', ['-t', r.fstype, '-o', 'loop,ro', '--', r.image, mnt], { timeout: r.timeout })),
+    umount: (mnt) => ok(runTimed('umount', ['--', mnt], { timeout: r.timeout })),
+  };
+}
+
+function mountRows(tree: string, tmp: string, timeout: number): Row[] {
+  const node = process.execPath;
+  const writerJs = path.join(PKG_ROOT, 'bin/cfs-writer.js');
+  const mountJs = path.join(PKG_ROOT, 'bin/cfs-mount.js');
+  const store = path.join(tmp, 'store');
+  const mksquashfs = which('mksquashfs');
+  const mkfsErofs = which('mkfs.erofs');
+  const ok = (r: unknown): boolean => r !== undefined;
+
+  return [
+    {
+      name: 'composefs',
+      image: path.join(tmp, 'cfs.img'),
+      extraDir: store,
+      build() {
+        fs.mkdirSync(store, { recursive: true });
+        return ok(runTimed(node, [writerJs, '--no-progress', '--digest-store', store, tree, this.image], { timeout }));
+      },
+      mount(mnt) {
+        return ok(runTimed(node, [mountJs, 'mount', '--base', store, this.image, mnt], { timeout }));
+      },
+      umount(mnt) {
+        return ok(runTimed(node, [mountJs, 'umount', mnt], { timeout }));
+      },
+    },
+    loopRow({
+      name: 'squashfs',
+      fstype: 'squashfs',
+      skip: !kernelHas('squashfs') ? 'the kernel has no squashfs support' : !mksquashfs ? 'mksquashfs not found (squashfs-tools)' : undefined,
+      image: path.join(tmp, 'sq.img'),
+      timeout,
+      build: (image) => ok(runTimed(mksquashfs!, [tree, image, '-noappend', '-quiet'], { timeout })),
+    }),
+    loopRow({
+      name: 'erofs',
+      fstype: 'erofs',
+      skip: !mkfsErofs ? 'mkfs.erofs not found (erofs-utils)' : undefined,
+      image: path.join(tmp, 'erofs.img'),
+      timeout,
+      build: (image) => ok(runTimed(mkfsErofs!, [image, tree], { timeout })),
+    }),
+  ];
+}
+
+/** The mount benchmark: composefs vs squashfs vs erofs. */
+export function runMountBench(): number {
+  const tree = path.resolve(process.env.BENCH_MOUNT_TREE || '/usr/share/doc');
+  return runRowsBench({
+    title: 'mount: composefs vs squashfs vs erofs',
+    tree,
+    fstypes: ['erofs', 'overlay'],
+    tools: [
+      ['mksquashfs', 'squashfs-tools'],
+      ['mkfs.erofs', 'erofs-utils'],
+    ],
+    rows: (tmp, timeout) => mountRows(tree, tmp, timeout),
+    notes: [
+      'composefs: size = image + object store; build, mount and umount include node startup (cfs-writer, cfs-mount)',
+      'squashfs: mksquashfs defaults (gzip); erofs: mkfs.erofs defaults (uncompressed)',
+    ],
+  });
 }

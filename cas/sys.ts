@@ -1,7 +1,10 @@
 /**
- * The few Linux calls Node lacks, through koffi: flock(2), syncfs(2) and the fs-verity ioctls.
- * If libc cannot be loaded the callers fall back (no lock → warn, no syncfs → fsync per file).
+ * The few Linux calls Node lacks, through koffi: flock(2), syncfs(2), the fs-verity ioctls, and
+ * for extracting trees mknod(2) and utimensat(2) (Node's utimes rounds nanoseconds).
+ * If libc cannot be loaded the callers fall back (no lock → warn, no syncfs → fsync per file);
+ * mknod and utimensat throw.
  */
+import * as os from 'node:os';
 import koffi from 'koffi';
 
 type KoffiFn<A extends unknown[]> = ((...a: A) => number) & { async: (...a: [...A, (err: unknown, res: number) => void]) => void };
@@ -10,6 +13,8 @@ interface Libc {
   flock: (fd: number, op: number) => number;
   syncfs: KoffiFn<[number]>;
   ioctl: (fd: number, req: number, arg: Buffer) => number;
+  mknod: (path: Buffer, mode: number, dev: bigint) => number;
+  utimensat: (dirfd: number, path: Buffer, times: Buffer, flags: number) => number;
 }
 
 let libc: Libc | null | undefined;
@@ -22,6 +27,8 @@ function load(): Libc | null {
       syncfs: lib.func('int syncfs(int fd)') as KoffiFn<[number]>,
       // ioctl is variadic; one pointer argument has the same ABI as a fixed one on Linux.
       ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+      mknod: lib.func('int mknod(const void *path, uint32_t mode, uint64_t dev)'),
+      utimensat: lib.func('int utimensat(int dirfd, const void *path, const void *times, int flags)'),
     };
   } catch {
     libc = null;
@@ -101,4 +108,37 @@ export function measureVerity(fd: number): string | null | 'unsupported' {
   const e = errno();
   if (e === ENODATA) return null;
   return 'unsupported';
+}
+
+const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
+
+/** An Error shaped like Node's own (code, errno, syscall, path), so CLIs report it the same way. */
+function sysError(syscall: string, e: number, path: Buffer): NodeJS.ErrnoException {
+  const code = Object.entries(os.constants.errno).find(([, v]) => v === e)?.[0] ?? `errno ${e}`;
+  const p = path.toString('latin1');
+  return Object.assign(new Error(`${code}: ${syscall} failed, ${syscall} '${p}'`), { code, errno: -e, syscall, path: p });
+}
+
+function required(syscall: string): Libc {
+  const c = load();
+  if (!c) throw Object.assign(new Error(`${syscall} is unavailable (libc not loaded)`), { code: 'ENOSYS', syscall });
+  return c;
+}
+
+/** mknod(2): a device, fifo or socket node; `dev` in glibc's dev_t encoding. */
+export function mknod(path: Buffer, mode: number, dev: number): void {
+  if (required('mknod').mknod(cPath(path), mode, BigInt(dev)) !== 0) throw sysError('mknod', errno(), path);
+}
+
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+
+/** Set atime and mtime of `path` (not following a symlink) to the same second and nanosecond. */
+export function setTimes(path: Buffer, sec: bigint, nsec: number): void {
+  const times = Buffer.alloc(32); // struct timespec[2]: atime, mtime
+  for (const at of [0, 16]) {
+    times.writeBigInt64LE(sec, at);
+    times.writeBigInt64LE(BigInt(nsec), at + 8);
+  }
+  if (required('utimensat').utimensat(AT_FDCWD, cPath(path), times, AT_SYMLINK_NOFOLLOW) !== 0) throw sysError('utimensat', errno(), path);
 }

@@ -7,6 +7,7 @@ import koffi from 'koffi';
 const libc = koffi.load('libc.so.6');
 const llistxattr = libc.func('long llistxattr(const void *path, _Out_ void *list, size_t size)');
 const lgetxattr = libc.func('long lgetxattr(const void *path, const void *name, _Out_ void *value, size_t size)');
+const lsetxattr = libc.func('int lsetxattr(const void *path, const void *name, const void *value, size_t size, int flags)');
 
 const ENODATA = 61;
 const ENOTSUP = 95;
@@ -60,4 +61,13 @@ export function readXattrs(path: Buffer, filter?: (name: string) => boolean): [s
     out.push([name, value.toString('latin1', 0, len)]);
   }
   return out;
+}
+
+/** Set one xattr (latin1 name and value) on `path` without following a symlink. */
+export function writeXattr(path: Buffer, name: string, value: string): void {
+  const v = Buffer.from(value, 'latin1');
+  if (lsetxattr(cPath(path), Buffer.from(name + '\0', 'latin1'), v, v.length, 0) !== 0) {
+    const errno = koffi.errno();
+    throw new XattrError(errno, `setting xattr ${name} failed (errno ${errno})`);
+  }
 }

@@ -157,3 +157,30 @@ export function intOption(name: string, value: string, min = 0, max = Number.MAX
   if (n < min || n > max) throw new UsageError(`invalid ${name}: ${n} (expected ${min}..${max})`);
   return n;
 }
+
+const MiB = 1024 * 1024;
+export const fmtBytes = (n: number): string => (n >= 10 * MiB * 1024 ? `${(n / MiB / 1024).toFixed(1)} GiB` : `${(n / MiB).toFixed(1)} MiB`);
+
+/** A progress line on stderr when it is a terminal. */
+export class Progress {
+  private readonly on: boolean;
+  private last = 0;
+  private readonly start = Date.now();
+  constructor(enabled: boolean) {
+    this.on = enabled && process.stderr.isTTY === true;
+  }
+  update(text: () => string): void {
+    if (!this.on) return;
+    const now = Date.now();
+    if (now - this.last < 200) return;
+    this.last = now;
+    process.stderr.write(`\r\x1b[K${text()}`);
+  }
+  rate(bytes: number): string {
+    const s = (Date.now() - this.start) / 1000;
+    return s > 0 ? `${fmtBytes(bytes / s)}/s` : '';
+  }
+  done(): void {
+    if (this.on) process.stderr.write('\r\x1b[K');
+  }
+}

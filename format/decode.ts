@@ -5,6 +5,9 @@
  * overlay xattrs are turned back into PAYLOAD/DIGEST/whiteouts as composefs-info does, except
  * where it is wrong (it over-reads redirects and takes an input `trusted.overlay.whiteout` for a
  * whiteout).
+ *
+ * With `plain`, the image is read as a plain EROFS image (a cfs-pack image): no composefs header,
+ * xattrs as stored, character devices 0:0 kept, and regular files' data located, not read.
  */
 import { CfsError, ErrorCode } from './errors.js';
 import { setXattr } from './dumpfile.js';
@@ -67,6 +70,23 @@ export interface DecodeOptions {
    * dump rebuilds the identical image.
    */
   owner?: 'first' | 'image';
+  /**
+   * A plain EROFS image such as cfs-pack writes: the first 1024 bytes are not looked at, xattrs
+   * are taken as they are, and regular files (flat layouts, any size) get their data places in
+   * `data` instead of contents. `data` is all the image bytes needed up to the first file data
+   * block; file blocks are checked against the superblock's block count only.
+   */
+  plain?: boolean;
+}
+
+/** Where a regular file's data lies in a plain image. */
+export interface DataPlace {
+  /** The first `size - tailSize` bytes: `nBlocks` blocks from block `blkaddr`. */
+  blkaddr: number;
+  nBlocks: number;
+  /** The rest: inline at this byte offset. */
+  tailOffset: number;
+  tailSize: number;
 }
 
 export interface DecodedImage {
@@ -79,6 +99,10 @@ export interface DecodedImage {
   buildTimeNsec: number;
   /** Number of inodes the superblock declares. */
   inodeCount: bigint;
+  /** Image size in blocks, from the superblock. */
+  blocks: number;
+  /** `plain` images: each regular file's data place (files of size 0 have none). */
+  data: Map<Inode, DataPlace>;
 }
 
 class Reader {
@@ -162,8 +186,16 @@ class Decoder {
   readonly byNid: (Inode | undefined)[];
   /** inode → nid, only kept for 'image' ownership. */
   readonly nids: Map<Inode, number> | null;
+  /** Superblock block count (plain images check file blocks against it). */
+  blocks = 0;
+  readonly data = new Map<Inode, DataPlace>();
 
-  constructor(buf: Buffer, input: string | undefined, keepNids: boolean) {
+  constructor(
+    buf: Buffer,
+    input: string | undefined,
+    keepNids: boolean,
+    readonly plain: boolean,
+  ) {
     this.r = new Reader(buf, input);
     this.byNid = new Array(Math.ceil(buf.length / SLOT_SIZE));
     this.nids = keepNids ? new Map() : null;
@@ -322,6 +354,11 @@ class Decoder {
     }
     const keys = this.xKeys;
     const buf = r.buf;
+    if (this.plain) {
+      let budget = 0;
+      for (let i = 0; i < n; i++) budget = this.addXattr(inode, ino, keys[i], readLatin1(buf, this.xVal[i], this.xVal[i] + this.xLen[i]), budget);
+      return 0;
+    }
     const type = typeOf(inode.mode);
     let wo = false;
     let uwo = false;
@@ -356,12 +393,7 @@ class Decoder {
         if (!key.startsWith(OVERLAY_ESCAPED_PREFIX)) continue;
         key = OVERLAY_PREFIX + key.slice(OVERLAY_ESCAPED_PREFIX.length);
       }
-      try {
-        budget = setXattr(inode.xattrs, key, readLatin1(buf, v, v + len), budget, 0xffff);
-      } catch (e) {
-        if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${e.message}`, ino.off);
-        throw e;
-      }
+      budget = this.addXattr(inode, ino, key, readLatin1(buf, v, v + len), budget);
     }
     if (whiteout) {
       inode.mode = S_IFCHR | (inode.mode & ~S_IFMT);
@@ -369,6 +401,15 @@ class Decoder {
       inode.size = 0;
     }
     return (whiteout ? WHITEOUT : 0) | (markers && type === S_IFDIR ? MARKERS : 0);
+  }
+
+  addXattr(inode: Inode, ino: RawInode, key: string, value: string, budget: number): number {
+    try {
+      return setXattr(inode.xattrs, key, value, budget, 0xffff);
+    } catch (e) {
+      if (e instanceof RangeError) throw this.err(ErrorCode.BadXattr, `nid ${ino.nid}: ${e.message}`, ino.off);
+      throw e;
+    }
   }
 
   /** Read the xattr entry at `p` into scratch slot `i`; returns the next entry's offset. */
@@ -449,7 +490,7 @@ class Decoder {
     }
     const ino = this.readInode(nid);
     const type = typeOf(ino.mode);
-    if (type === S_IFCHR && ino.u === 0) return null;
+    if (type === S_IFCHR && ino.u === 0 && !this.plain) return null;
     const inode = newInode(ino.mode);
     inode.nlink = ino.nlink;
     inode.uid = ino.uid;
@@ -488,7 +529,13 @@ class Decoder {
       inode.payload = target;
       inode.size = target.length;
     } else if (type === S_IFREG && ino.size > 0) {
-      if (ino.layout === DataLayout.ChunkBased) {
+      if (this.plain) {
+        if (ino.layout === DataLayout.ChunkBased) throw this.err(ErrorCode.Unsupported, `nid ${nid}: chunk-based file in a plain image (a composefs image?)`, ino.off);
+        const { tailOff, tailSize, blocks } = this.dataRanges(ino);
+        const blkaddr = blocks > 0 ? ino.u : 0;
+        if (blkaddr + blocks > this.blocks) throw this.err(ErrorCode.OutOfBounds, `nid ${nid}: data blocks ${blkaddr}+${blocks} past the image's ${this.blocks} blocks`, ino.off);
+        this.data.set(inode, { blkaddr, nBlocks: blocks, tailOffset: tailOff, tailSize });
+      } else if (ino.layout === DataLayout.ChunkBased) {
         if (ino.size > MAX_FILE_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: file size ${ino.size} too large`, ino.off);
       } else {
         if (ino.size > MAX_INLINE_CONTENT) throw this.err(ErrorCode.BadInode, `nid ${nid}: inline file of ${ino.size} bytes exceeds ${MAX_INLINE_CONTENT}`, ino.off);
@@ -549,14 +596,17 @@ function ownByImageOrder(root: Inode, nids: Map<Inode, number>): void {
 
 export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): DecodedImage {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const dec = new Decoder(buf, opts.input, opts.owner === 'image');
+  const plain = opts.plain === true;
+  const dec = new Decoder(buf, opts.input, opts.owner === 'image', plain);
   const r = dec.r;
   if (buf.length > MAX_IMAGE_SIZE) throw dec.err(ErrorCode.TooLarge, `image of ${buf.length} bytes exceeds the ${MAX_IMAGE_SIZE}-byte limit`);
   if (buf.length < BLOCK_SIZE) throw dec.err(ErrorCode.OutOfBounds, `image too small (${buf.length} bytes; a composefs image is at least ${BLOCK_SIZE})`);
   const H = CFS_HEADER.off;
-  if (r.u32(H.magic) !== CFS_MAGIC) throw dec.err(ErrorCode.BadMagic, 'not a composefs image (bad composefs header magic)', 0);
-  const hv = r.u32(H.version);
-  if (hv !== CFS_HEADER_VERSION) throw dec.err(ErrorCode.Unsupported, `unsupported composefs header version ${hv}`, H.version);
+  if (!plain) {
+    if (r.u32(H.magic) !== CFS_MAGIC) throw dec.err(ErrorCode.BadMagic, 'not a composefs image (bad composefs header magic)', 0);
+    const hv = r.u32(H.version);
+    if (hv !== CFS_HEADER_VERSION) throw dec.err(ErrorCode.Unsupported, `unsupported composefs header version ${hv}`, H.version);
+  }
   const S = SUPERBLOCK.off;
   const sb = SUPERBLOCK_OFFSET;
   if (r.u32(sb + S.magic) !== EROFS_SUPER_MAGIC) throw dec.err(ErrorCode.BadMagic, 'bad EROFS superblock magic', sb);
@@ -570,6 +620,7 @@ export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): Decoded
   if (dec.xattrStart >= buf.length) throw dec.err(ErrorCode.OutOfBounds, `xattr_blkaddr points past the end of the image`, sb + S.xattrBlkaddr);
   dec.buildTimeSec = BigInt.asIntN(64, r.u64(sb + S.buildTime));
   dec.buildTimeNsec = r.u32(sb + S.buildTimeNsec);
+  dec.blocks = r.u32(sb + S.blocks);
   const rootNid = r.u16(sb + S.rootNid);
   const filter = opts.filter ? new Set(opts.filter) : null;
   const root = dec.readNode(rootNid, 0, filter);
@@ -577,10 +628,12 @@ export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): Decoded
   if (dec.nids) ownByImageOrder(root, dec.nids);
   return {
     root,
-    version: r.u32(H.composefsVersion),
-    flags: r.u32(H.flags),
+    version: plain ? 0 : r.u32(H.composefsVersion),
+    flags: plain ? 0 : r.u32(H.flags),
     buildTimeSec: dec.buildTimeSec,
     buildTimeNsec: dec.buildTimeNsec,
     inodeCount: r.u64(sb + S.inos),
+    blocks: dec.blocks,
+    data: dec.data,
   };
 }

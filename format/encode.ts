@@ -4,11 +4,21 @@
  * trusted.overlay.*, metacopy/redirect, whiteouts, root opaque and the 00..ff whiteouts); number
  * inodes breadth first; choose shared xattrs; lay out every inode once (nid, padding, tails,
  * blocks); then emit into one buffer from that layout.
+ *
+ * The same steps also lay out a packed image (encodePacked): a plain EROFS image whose regular
+ * files carry their data in blocks of their own (FLAT_PLAIN, the last partial block inline when
+ * it is at most half a block, as for inline content). The tree is taken as it is (no overlay
+ * rewriting, no root whiteouts); the encoder emits only the metadata and tells the caller which
+ * blocks and tails to fill with which file's data, so file contents never pass through memory
+ * at once.
  */
 import { CfsError, ErrorCode } from './errors.js';
 import { setXattr, xattrBudget } from './dumpfile.js';
 import {
   BLOCK_SIZE,
+  PACK_HEADER,
+  PACK_MAGIC,
+  PACK_VERSION,
   CFS_FLAG_HAS_ACL,
   CFS_HEADER,
   CFS_HEADER_VERSION,
@@ -70,6 +80,44 @@ export interface EncodeOptions {
   maxVersion?: number;
   /** Name of the input, for error messages. */
   input?: string;
+}
+
+/** Options of encodePacked. */
+export interface PackOptions {
+  /** Name of the input, for error messages. */
+  input?: string;
+  /**
+   * Regular files with the same key (and size) share their data blocks; null = blocks of its
+   * own. Hardlinked names share their inode anyway.
+   */
+  dataKey?: (inode: Inode) => string | null;
+}
+
+/** Where one file content goes in a packed image. */
+export interface PackedData {
+  /** The inode whose content fills these places (the first of those sharing them). */
+  inode: Inode;
+  size: number;
+  /** Full blocks: the first `size - tailSize` bytes, from block `blkaddr` on (count 0: none). */
+  blkaddr: number;
+  nBlocks: number;
+  /** The last `tailSize` bytes go inline after each sharing inode, at these offsets of `meta`. */
+  tailSize: number;
+  tailOffsets: number[];
+}
+
+export interface PackedImage {
+  /** Pack header, superblock, inodes, xattrs, directory and symlink blocks: blocks [0, metaBlocks). */
+  meta: Buffer;
+  metaBlocks: number;
+  /** The image is this many blocks long. */
+  totalBlocks: number;
+  /** File contents in block order. */
+  data: PackedData[];
+  inodes: number;
+  /** Regular files whose blocks are shared with an identical earlier file, and the bytes saved. */
+  dedupFiles: number;
+  dedupBytes: number;
 }
 
 interface Entry {
@@ -262,6 +310,8 @@ interface WriteContext {
   sharedBase: number;
   bitCache: Map<string, number>;
   writeS64: (img: Buffer, v: bigint, at: number) => void;
+  /** Packed image: regular file data is the caller's to write. */
+  packed: boolean;
 }
 
 /** chunkbits and chunk count of an external file (chunk-based, every chunk a hole). */
@@ -278,8 +328,8 @@ export function chunking(size: number): { chunkBits: number; chunkCount: number 
 
 const isExternal = (n: ENode): boolean => typeOf(n) === S_IFREG && n.size > 0 && n.content === null;
 
-/** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
-function rewriteNode(n: ENode, version: number, input?: string): void {
+/** The checks every node gets: a valid file type and xattrs within the parser's limits. */
+function checkNode(n: ENode, input?: string): void {
   if (!isValidModeType(n.mode)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: invalid mode ${n.mode.toString(8)}`, input);
   // trees built in code (not parsed) get the limits the parser enforces
   for (const x of n.xattrs) {
@@ -287,6 +337,11 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
     if (x.value.length > MAX_XATTR_VALUE_LEN) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattr ${x.key} value of ${x.value.length} bytes (at most ${MAX_XATTR_VALUE_LEN})`, input);
   }
   if (n.budget > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
+}
+
+/** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
+function rewriteNode(n: ENode, version: number, input?: string): void {
+  checkNode(n, input);
   if (isExternal(n)) {
     const c = chunking(n.size);
     if (c.chunkCount > MAX_CHUNKS) fail(ErrorCode.TooLarge, `${pathOf(n)}: file too large (${n.size} bytes)`, input);
@@ -458,15 +513,16 @@ function dataLayout(n: ENode): void {
   if (type === S_IFDIR) dirLayout(n);
   else if (type === S_IFLNK) n.tail = n.payload!.length;
   else if (type === S_IFREG && n.size > 0) {
-    if (n.content) {
+    if (n.chunkCount > 0) {
+      n.tail = n.chunkCount * CHUNK_ENTRY_SIZE;
+    } else {
+      // inline content, or a packed file: full blocks, and a tail of at most half a block
       n.nBlocks = Math.floor(n.size / BLOCK_SIZE);
       n.tail = n.size % BLOCK_SIZE;
       if (n.tail > BLOCK_SIZE / 2) {
         n.nBlocks++;
         n.tail = 0;
       }
-    } else {
-      n.tail = n.chunkCount * CHUNK_ENTRY_SIZE;
     }
   }
 }
@@ -520,30 +576,50 @@ function dirSize(n: ENode): number {
 
 /** Encode a tree into a composefs image. */
 export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
-  const input = opts.input;
-  const minVersion = opts.minVersion ?? 0;
-  let maxVersion = opts.maxVersion ?? 1;
-  for (const v of [minVersion, maxVersion]) {
-    if (!Number.isInteger(v) || v < 0 || v > CFS_VERSION_MAX) fail(ErrorCode.Usage, `invalid format version ${v} (0..${CFS_VERSION_MAX})`, input);
-  }
-  if (maxVersion < minVersion) maxVersion = minVersion;
-  if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
-  const version = selectVersion(root, minVersion, maxVersion);
+  return encode(root, opts, null).img;
+}
 
-  // Copy and rewrite, parents before children; add . and ..
+/**
+ * Lay out a packed image of a tree and emit its metadata. The caller writes `meta` at offset 0,
+ * each file's content where `data` says, and makes the image `totalBlocks` blocks long.
+ */
+export function encodePacked(root: Inode, opts: PackOptions = {}): PackedImage {
+  const { img, packed } = encode(root, { input: opts.input }, opts);
+  return { ...packed!, meta: img };
+}
+
+/** The encoder proper; `pack` set = a packed image (metadata only in `img`). */
+function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { img: Buffer; packed?: Omit<PackedImage, 'meta'> } {
+  const input = opts.input;
+  let version = 0;
+  if (!pack) {
+    const minVersion = opts.minVersion ?? 0;
+    let maxVersion = opts.maxVersion ?? 1;
+    for (const v of [minVersion, maxVersion]) {
+      if (!Number.isInteger(v) || v < 0 || v > CFS_VERSION_MAX) fail(ErrorCode.Usage, `invalid format version ${v} (0..${CFS_VERSION_MAX})`, input);
+    }
+    if (maxVersion < minVersion) maxVersion = minVersion;
+    if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
+    version = selectVersion(root, minVersion, maxVersion);
+  } else if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
+
+  // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
   const eroot = copyTree(root, input);
   const queue: ENode[] = [eroot];
   for (let i = 0; i < queue.length; i++) {
     const n = queue[i];
-    rewriteNode(n, version, input);
+    if (pack) checkNode(n, input);
+    else rewriteNode(n, version, input);
     if (n.entries) {
       for (const e of n.entries) if (e.owned) queue.push(e.node);
       insertEntry(n.entries, { name: '.', node: n, owned: false });
       insertEntry(n.entries, { name: '..', node: n.parent, owned: false });
     }
   }
-  set(eroot, XATTR_OPAQUE, Y, input);
-  addRootWhiteouts(eroot);
+  if (!pack) {
+    set(eroot, XATTR_OPAQUE, Y, input);
+    addRootWhiteouts(eroot);
+  }
 
   // Breadth-first numbering over owning names; nlink of directories; min mtime; ACL flag.
   const nodes: ENode[] = [eroot];
@@ -609,24 +685,39 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
   }
   const inodesEnd = roundUp(pos, SLOT_SIZE);
   const dataStart = roundUp(inodesEnd + shared.size, BLOCK_SIZE);
-  const totalBlocks = dataStart / BLOCK_SIZE + nDataBlocks;
   if (eroot.nid > 0xffff) fail(ErrorCode.TooLarge, 'root inode does not fit a 16-bit nid', input);
-  if (totalBlocks > 0xffffffff) fail(ErrorCode.TooLarge, 'image too large', input);
   let nextBlock = dataStart / BLOCK_SIZE;
-  for (const n of nodes) {
-    if (n.nBlocks > 0) {
-      n.blkaddr = nextBlock;
-      nextBlock += n.nBlocks;
+  let totalBlocks = nextBlock + nDataBlocks;
+  let metaBlocks = totalBlocks;
+  let packed: Omit<PackedImage, 'meta'> | undefined;
+  if (!pack) {
+    if (totalBlocks > 0xffffffff) fail(ErrorCode.TooLarge, 'image too large', input);
+    for (const n of nodes) {
+      if (n.nBlocks > 0) {
+        n.blkaddr = nextBlock;
+        nextBlock += n.nBlocks;
+      }
     }
+  } else {
+    packed = placePackedData(nodes, eroot, nextBlock, pack);
+    metaBlocks = packed.metaBlocks;
+    totalBlocks = packed.totalBlocks;
+    if (totalBlocks > 0xffffffff) fail(ErrorCode.TooLarge, `image too large (${totalBlocks} blocks of ${BLOCK_SIZE} bytes)`, input);
   }
 
-  const img = Buffer.alloc(totalBlocks * BLOCK_SIZE);
-  // Header and superblock.
-  const H = CFS_HEADER.off;
-  img.writeUInt32LE(CFS_MAGIC, H.magic);
-  img.writeUInt32LE(CFS_HEADER_VERSION, H.version);
-  img.writeUInt32LE(hasAcl ? CFS_FLAG_HAS_ACL : 0, H.flags);
-  img.writeUInt32LE(version, H.composefsVersion);
+  const img = Buffer.alloc(metaBlocks * BLOCK_SIZE);
+  if (!pack) {
+    const H = CFS_HEADER.off;
+    img.writeUInt32LE(CFS_MAGIC, H.magic);
+    img.writeUInt32LE(CFS_HEADER_VERSION, H.version);
+    img.writeUInt32LE(hasAcl ? CFS_FLAG_HAS_ACL : 0, H.flags);
+    img.writeUInt32LE(version, H.composefsVersion);
+  } else {
+    const H = PACK_HEADER.off;
+    img.writeUInt32LE(PACK_MAGIC, H.magic);
+    img.writeUInt32LE(PACK_VERSION, H.version);
+    img.writeUInt32LE(metaBlocks, H.metaBlocks);
+  }
   const S = SUPERBLOCK.off;
   const sb = SUPERBLOCK_OFFSET;
   img.writeUInt32LE(EROFS_SUPER_MAGIC, sb + S.magic);
@@ -641,12 +732,60 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
   img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  const ctx: WriteContext = { sharedBase, bitCache: new Map(), writeS64: s64Writer() };
+  const ctx: WriteContext = { sharedBase, bitCache: new Map(), writeS64: s64Writer(), packed: pack !== null };
   for (const n of nodes) writeInode(img, n, ctx);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x);
-  for (const n of nodes) writeData(img, n);
-  return img;
+  for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
+  return { img, packed };
+}
+
+/**
+ * Packed image: directory and symlink blocks first (so all metadata comes before `metaBlocks`),
+ * then file contents in depth-first name order (the order a tree walk reads them), each distinct
+ * content once.
+ */
+function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: PackOptions): Omit<PackedImage, 'meta'> {
+  let next = firstBlock;
+  for (const n of nodes) {
+    if (n.nBlocks > 0 && typeOf(n) !== S_IFREG) {
+      n.blkaddr = next;
+      next += n.nBlocks;
+    }
+  }
+  const metaBlocks = next;
+  const data: PackedData[] = [];
+  const byKey = new Map<string, PackedData>();
+  let dedupFiles = 0;
+  let dedupBytes = 0;
+  const stack: ENode[] = [root];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (n.entries) {
+      for (let i = n.entries.length - 1; i >= 0; i--) if (n.entries[i].owned) stack.push(n.entries[i].node);
+      continue;
+    }
+    if (typeOf(n) !== S_IFREG || n.size === 0) continue;
+    const tailOffset = n.nid * SLOT_SIZE + (n.compact ? INODE_COMPACT.SIZE : INODE_EXTENDED.SIZE) + n.xattrSize;
+    const k = pack.dataKey?.(n.src!) ?? null;
+    const key = k === null ? null : `${n.size}:${k}`;
+    const same = key === null ? undefined : byKey.get(key);
+    if (same) {
+      n.blkaddr = same.blkaddr;
+      if (n.tail > 0) same.tailOffsets.push(tailOffset);
+      if (n.nBlocks > 0) {
+        dedupFiles++;
+        dedupBytes += n.size - n.tail;
+      }
+      continue;
+    }
+    const d: PackedData = { inode: n.src!, size: n.size, blkaddr: n.nBlocks > 0 ? next : 0, nBlocks: n.nBlocks, tailSize: n.tail, tailOffsets: n.tail > 0 ? [tailOffset] : [] };
+    n.blkaddr = d.blkaddr;
+    next += n.nBlocks;
+    data.push(d);
+    if (key !== null) byKey.set(key, d);
+  }
+  return { metaBlocks, totalBlocks: next, data, inodes: nodes.length, dedupFiles, dedupBytes };
 }
 
 function writeXattr(img: Buffer, p: number, x: Xattr): number {
@@ -688,7 +827,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
   } else if (type === S_IFREG) {
     size = n.size;
     if (n.nBlocks > 0) u = n.blkaddr;
-    if (isExternal(n)) {
+    if (n.chunkCount > 0) {
       layout = DataLayout.ChunkBased;
       // the chunk format overwrites the low 16 bits of any block address
       u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
@@ -756,10 +895,10 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
       if (n.dirTail) writeDirents(img, pos, n.entries!, n.dirTail[0], n.dirTail[1]);
     } else if (type === S_IFLNK) {
       writeLatin1(img, n.payload!, pos);
-    } else if (n.content) {
-      writeLatin1(img, n.content.slice(n.size - n.tail), pos);
-    } else {
+    } else if (n.chunkCount > 0) {
       img.fill(0xff, pos, pos + n.tail);
+    } else if (n.content && !ctx.packed) {
+      writeLatin1(img, n.content.slice(n.size - n.tail), pos);
     }
   }
 }

@@ -47,6 +47,21 @@ export const CFS_HEADER_VERSION = 1;
 export const CFS_FLAG_HAS_ACL = 1;
 export const CFS_VERSION_MAX = 1;
 
+/**
+ * cfs-pack header at offset 0 of a packed image (a plain EROFS image whose files carry their
+ * data), in the 1024 bytes EROFS leaves to boot loaders; the kernel never reads it. It tells a
+ * reader how much of the image is metadata: every inode, xattr, directory and symlink block lies
+ * before `metaBlocks`, file data after it.
+ */
+export const PACK_HEADER = defineStruct('pack header', 32, {
+  magic: u32(0), //          PACK_MAGIC
+  version: u32(4), //        PACK_VERSION
+  metaBlocks: u32(8), //     blocks before the first file data block
+  unused: bytes(12, 20), //  zero
+});
+export const PACK_MAGIC = 0x6b636170; // "pack"
+export const PACK_VERSION = 1;
+
 /** EROFS superblock, at byte 1024. */
 export const SUPERBLOCK_OFFSET = 1024;
 export const SUPERBLOCK = defineStruct('superblock', 128, {
@@ -232,6 +247,7 @@ export const DIGEST_SIZE = 32;
 
 export const ALL_STRUCTS: readonly Struct<string>[] = [
   CFS_HEADER,
+  PACK_HEADER,
   SUPERBLOCK,
   INODE_COMPACT,
   INODE_EXTENDED,

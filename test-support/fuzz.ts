@@ -51,8 +51,11 @@ export interface FuzzStats {
   codes: Map<string, number>;
 }
 
-/** Run `count` mutations over `images`; throws on the first non-CfsError failure. */
-export function fuzzDecoder(images: Buffer[], count: number, seed: number): FuzzStats {
+/**
+ * Run `count` mutations over `images`; throws on the first non-CfsError failure. `plain`: the
+ * images are plain (cfs-pack) images, decoded as such.
+ */
+export function fuzzDecoder(images: Buffer[], count: number, seed: number, plain = false): FuzzStats {
   const rnd = prng(seed);
   const stats: FuzzStats = { cases: 0, decoded: 0, rejected: 0, maxMs: 0, codes: new Map() };
   for (let i = 0; i < count; i++) {
@@ -60,7 +63,7 @@ export function fuzzDecoder(images: Buffer[], count: number, seed: number): Fuzz
     const img = mutate(base, rnd);
     const t0 = performance.now();
     try {
-      const { root } = decodeImage(img, { input: `case ${i}` });
+      const { root } = decodeImage(img, { input: `case ${i}`, plain });
       dumpToString(root);
       stats.decoded++;
     } catch (e) {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { ExitCode, UsageError, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
+import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
@@ -81,33 +81,6 @@ With the image on stdout, --print-digest prints the digest on stderr.`,
     )
     .showHelpAfterError("(run 'cfs-writer --help' for usage)")
     .exitOverride();
-}
-
-const MiB = 1024 * 1024;
-const fmtBytes = (n: number): string => (n >= 10 * MiB * 1024 ? `${(n / MiB / 1024).toFixed(1)} GiB` : `${(n / MiB).toFixed(1)} MiB`);
-
-/** A progress line on stderr when it is a terminal. */
-class Progress {
-  private readonly on: boolean;
-  private last = 0;
-  private readonly start = Date.now();
-  constructor(enabled: boolean) {
-    this.on = enabled && process.stderr.isTTY === true;
-  }
-  update(text: () => string): void {
-    if (!this.on) return;
-    const now = Date.now();
-    if (now - this.last < 200) return;
-    this.last = now;
-    process.stderr.write(`\r\x1b[K${text()}`);
-  }
-  rate(bytes: number): string {
-    const s = (Date.now() - this.start) / 1000;
-    return s > 0 ? `${fmtBytes(bytes / s)}/s` : '';
-  }
-  done(): void {
-    if (this.on) process.stderr.write('\r\x1b[K');
-  }
 }
 
 interface StoreStats {
