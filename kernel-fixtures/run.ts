@@ -1,0 +1,179 @@
+/**
+ * `npm run test:kernel`: the composefs checks under Debian's 6.1 and 6.12 kernels in qemu, and on
+ * the host kernel directly when running as root; prints a table kernel × check and exits 1 on any
+ * unexpected result, a boot that did not finish, or a negative control that did not fail.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { kernelHas } from '../mount/kernel.js';
+import { NEGATIVE_CONTROL, VECTOR_CASES, expectations, stageComposefs, type Staged } from './composefs.js';
+import { GUEST_DIR, buildInitramfs } from './initramfs.js';
+import { DEBIAN_KERNELS, fetchKernel } from './kernels.js';
+import { QEMU, bootKernel, parseResults, type CheckResult } from './vm.js';
+
+const BOOT_TIMEOUT_MS = Number(process.env.CFS_BOOT_TIMEOUT_MS ?? 180_000);
+/** Guest programs busybox lacks, copied with their libraries. */
+const BINARIES = ['/usr/bin/getfattr', '/usr/bin/fsverity'];
+
+interface Run {
+  kernel: string;
+  results: CheckResult[];
+  /** Why this kernel's run is broken as a whole (no END marker, setup failure). */
+  error?: string;
+  log?: string;
+}
+
+const checkEnv = (vars: Record<string, string>): string =>
+  Object.entries(vars)
+    .map(([k, v]) => `${k}='${v.replace(/'/g, `'\\''`)}'`)
+    .join(' ');
+
+async function runDebianKernel(meta: string, label: string, staged: Staged, work: string): Promise<Run> {
+  const k = fetchKernel(meta);
+  const name = `${label} (${k.release})`;
+  const env = { DATA: '/data', W: '/t', VDISK: '/dev/vda', ...expectations(k, 'required') };
+  const { image } = buildInitramfs(k, {
+    modules: ['loop', 'erofs', 'overlay', 'virtio_pci', 'virtio_blk'],
+    binaries: BINARIES,
+    script: `#!/bin/sh\n${checkEnv(env)} exec sh /checks/composefs-checks.sh\n`,
+    files: (c) => {
+      c.tree('data', staged.data);
+      c.tree('checks', GUEST_DIR);
+    },
+  });
+  const initrd = path.join(work, `${label}.initrd`);
+  fs.writeFileSync(initrd, image);
+  const vdisk = path.join(work, `${label}.ext4`);
+  fs.copyFileSync(staged.vdisk, vdisk);
+  const r = await bootKernel({ vmlinuz: k.vmlinuz, initrd, drives: [{ file: vdisk }], timeoutMs: BOOT_TIMEOUT_MS });
+  const how = `${r.accel}, ${(r.ms / 1000).toFixed(1)} s`;
+  console.log(`${name}: booted (${how})${r.ended ? '' : r.timedOut ? ', TIMED OUT' : ', did not finish'}`);
+  return { kernel: name, results: r.results, log: r.log, error: r.ended ? undefined : `the guest did not reach the end of the checks (${how})` };
+}
+
+/** The same script on the host kernel, with busybox's applets first in PATH. */
+function runHost(staged: Staged, work: string): Run {
+  const release = os.release();
+  const v = /^(\d+)\.(\d+)/.exec(release)!;
+  const name = `host (${release})`;
+  const w = path.join(work, 'host');
+  const vdisk = path.join(work, 'host.ext4');
+  fs.copyFileSync(staged.vdisk, vdisk);
+  const env = { ...process.env, PATH: `${staged.applets}:${process.env.PATH}`, DATA: staged.data, W: w, VDISK: vdisk, NO_DMESG: '1' };
+  const r = spawnSync('busybox', ['sh', path.join(GUEST_DIR, 'composefs-checks.sh')], {
+    env: { ...env, ...expectations({ version: [Number(v[1]), Number(v[2])] }, 'probe') },
+    encoding: 'latin1',
+    timeout: BOOT_TIMEOUT_MS,
+  });
+  const leftover = unmountUnder(w);
+  const log = `${r.stdout}${r.stderr}`;
+  const error = r.status !== 0 ? `the check script exited with ${r.status ?? r.signal}` : leftover ? `${leftover} mount(s) left behind` : undefined;
+  console.log(`${name}: ran on the host kernel`);
+  return { kernel: name, results: parseResults(log), log, error };
+}
+
+/** Unmount whatever the host run left under `dir`, deepest first; returns how many there were. */
+function unmountUnder(dir: string): number {
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m) => m && (m === dir || m.startsWith(`${dir}/`)))
+    .sort()
+    .reverse();
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+  return mounts.length;
+}
+
+/** Checks every kernel must report (the negative control's manifest check must FAIL). */
+function requiredChecks(): string[] {
+  const cases = ['tree', NEGATIVE_CONTROL, ...VECTOR_CASES.map((v) => `v-${v}`)];
+  return [
+    ...cases.flatMap((c) => [`mount:${c}`, `manifest:${c}`, `whiteouts:${c}`]),
+    'hardlinks:tree',
+    'hardlinks:v-hardlinks',
+    ...['digest', 'digest-wrong', 'verity', 'verity-tamper'].map((c) => `${c}:tree`),
+  ];
+}
+
+const expectedFail = (check: string): boolean => check === `manifest:${NEGATIVE_CONTROL}`;
+
+function report(runs: Run[]): boolean {
+  const required = requiredChecks();
+  const names = [...new Set([...runs.flatMap((r) => r.results.map((x) => x.name)), ...required])];
+  const cell = (r: Run, check: string): { text: string; ok: boolean | null } => {
+    const x = r.results.find((y) => y.name === check);
+    if (!x) return { text: required.includes(check) && !(check === 'modules') ? 'MISSING' : '-', ok: required.includes(check) ? false : null };
+    if (expectedFail(check)) return x.status === 'FAIL' ? { text: 'FAIL (expected)', ok: true } : { text: `${x.status} (must FAIL)`, ok: false };
+    return { text: x.status, ok: x.status === 'PASS' ? true : x.status === 'SKIP' ? null : false };
+  };
+  const width = Math.max(...names.map((n) => n.length));
+  const colw = runs.map((r) => Math.max(r.kernel.length, 16));
+  const line = (first: string, cols: string[]): string => `${first.padEnd(width)}  ${cols.map((c, i) => c.padEnd(colw[i])).join('  ')}`.trimEnd();
+  console.log(`\n${line('check', runs.map((r) => r.kernel))}`);
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  for (const n of names) {
+    const cells = runs.map((r) => cell(r, n));
+    for (const c of cells) {
+      if (c.ok === true) passed++;
+      else if (c.ok === false) failed++;
+      else skipped++;
+    }
+    console.log(line(n, cells.map((c) => c.text)));
+  }
+  for (const r of runs) {
+    const skips = r.results.filter((x) => x.status === 'SKIP');
+    for (const s of skips) console.log(`${r.kernel}: SKIP ${s.name}: ${s.detail}`);
+    const bad = r.results.filter((x) => (x.status === 'FAIL') !== expectedFail(x.name) && x.status !== 'SKIP');
+    for (const b of bad) {
+      console.log(`${r.kernel}: ${b.status} ${b.name}: ${b.detail}`);
+      for (const l of (r.log ?? '').split('\n').filter((l) => l.startsWith(`ERR ${b.name}:`) || l.startsWith(`DMESG ${b.name}:`))) console.log(`  ${l}`);
+    }
+    if (r.error) {
+      failed++;
+      console.log(`${r.kernel}: ${r.error}\n--- console (last 60 lines) ---\n${(r.log ?? '').split('\n').slice(-60).join('\n')}\n---`);
+    }
+  }
+  console.log(`\nkernel: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  return failed === 0;
+}
+
+async function main(): Promise<number> {
+  const missing = [
+    process.getuid?.() !== 0 && 'root (make-tree.sh makes devices and trusted.* xattrs)',
+    spawnSync(QEMU, ['--version']).status !== 0 && QEMU,
+    spawnSync('busybox', ['--help']).status === null && 'busybox (busybox-static)',
+    ...BINARIES.filter((b) => !fs.existsSync(b)),
+    spawnSync('apt-get', ['--version']).status !== 0 && 'apt-get',
+  ].filter(Boolean);
+  if (missing.length) {
+    console.log(`kernel tests skipped: missing ${missing.join(', ')}`);
+    return 0;
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-kernel-'));
+  try {
+    const t0 = Date.now();
+    const staged = stageComposefs(work);
+    console.log(`staged images, objects and manifests in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const runs: Run[] = [];
+    const only = process.env.CFS_KERNELS?.split(',');
+    if (only && !only.includes('host')) console.log('host kernel run skipped: not in CFS_KERNELS');
+    else if (kernelHas('erofs') && kernelHas('overlay')) runs.push(runHost(staged, work));
+    else console.log('host kernel run skipped: no erofs or overlay in /proc/filesystems');
+    const vms = DEBIAN_KERNELS.filter((k) => !only || only.includes(k.label)).map(({ meta, label }) =>
+      runDebianKernel(meta, label, staged, work).catch((e: Error) => ({ kernel: label, results: [], error: e.message }) as Run),
+    );
+    runs.push(...(await Promise.all(vms)));
+    console.log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return report(runs) ? 0 : 1;
+  } finally {
+    if (unmountUnder(work) === 0) fs.rmSync(work, { recursive: true, force: true });
+    else console.log(`left ${work} in place: something was still mounted under it`);
+  }
+}
+
+process.exitCode = await main();
