@@ -9,9 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { kernelHas } from '../mount/kernel.js';
 import { NEGATIVE_CONTROL, VECTOR_CASES, expectations, stageComposefs, type Staged } from './composefs.js';
-import { GUEST_DIR, buildInitramfs } from './initramfs.js';
-import { DEBIAN_KERNELS, fetchKernel } from './kernels.js';
-import { QEMU, bootKernel, parseResults, type CheckResult } from './vm.js';
+import { DEBIAN_KERNELS, GUEST_DIR, QEMU, fetchKernel, parseResults, runGuest, type CheckResult } from './index.js';
 
 const BOOT_TIMEOUT_MS = Number(process.env.CFS_BOOT_TIMEOUT_MS ?? 180_000);
 /** Guest programs busybox lacks, copied with their libraries. */
@@ -34,7 +32,9 @@ async function runDebianKernel(meta: string, label: string, staged: Staged, work
   const k = fetchKernel(meta);
   const name = `${label} (${k.release})`;
   const env = { DATA: '/data', W: '/t', VDISK: '/dev/vda', ...expectations(k, 'required') };
-  const { image } = buildInitramfs(k, {
+  const vdisk = path.join(work, `${label}.ext4`);
+  fs.copyFileSync(staged.vdisk, vdisk);
+  const r = await runGuest(k, {
     modules: ['loop', 'erofs', 'overlay', 'virtio_pci', 'virtio_blk'],
     binaries: BINARIES,
     script: `#!/bin/sh\n${checkEnv(env)} exec sh /checks/composefs-checks.sh\n`,
@@ -42,12 +42,9 @@ async function runDebianKernel(meta: string, label: string, staged: Staged, work
       c.tree('data', staged.data);
       c.tree('checks', GUEST_DIR);
     },
+    drives: [{ file: vdisk }],
+    timeoutMs: BOOT_TIMEOUT_MS,
   });
-  const initrd = path.join(work, `${label}.initrd`);
-  fs.writeFileSync(initrd, image);
-  const vdisk = path.join(work, `${label}.ext4`);
-  fs.copyFileSync(staged.vdisk, vdisk);
-  const r = await bootKernel({ vmlinuz: k.vmlinuz, initrd, drives: [{ file: vdisk }], timeoutMs: BOOT_TIMEOUT_MS });
   const how = `${r.accel}, ${(r.ms / 1000).toFixed(1)} s`;
   console.log(`${name}: booted (${how})${r.ended ? '' : r.timedOut ? ', TIMED OUT' : ', did not finish'}`);
   return { kernel: name, results: r.results, log: r.log, error: r.ended ? undefined : `the guest did not reach the end of the checks (${how})` };
