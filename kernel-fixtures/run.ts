@@ -3,7 +3,7 @@
  * the host kernel directly when running as root; prints a table kernel × check and exits 1 on any
  * unexpected result, a boot that did not finish, or a negative control that did not fail.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -51,7 +51,7 @@ async function runDebianKernel(meta: string, label: string, staged: Staged, work
 }
 
 /** The same script on the host kernel, with busybox's applets first in PATH. */
-function runHost(staged: Staged, work: string): Run {
+async function runHost(staged: Staged, work: string): Promise<Run> {
   const release = os.release();
   const v = /^(\d+)\.(\d+)/.exec(release)!;
   const name = `host (${release})`;
@@ -59,15 +59,24 @@ function runHost(staged: Staged, work: string): Run {
   const vdisk = path.join(work, 'host.ext4');
   fs.copyFileSync(staged.vdisk, vdisk);
   const env = { ...process.env, PATH: `${staged.applets}:${process.env.PATH}`, DATA: staged.data, W: w, VDISK: vdisk, NO_DMESG: '1' };
-  const r = spawnSync('busybox', ['sh', path.join(GUEST_DIR, 'composefs-checks.sh')], {
-    env: { ...env, ...expectations({ version: [Number(v[1]), Number(v[2])] }, 'probe') },
-    encoding: 'latin1',
-    timeout: BOOT_TIMEOUT_MS,
+  const t0 = Date.now();
+  // asynchronously, so the VMs boot meanwhile
+  const r = await new Promise<{ code: number | null; log: string }>((resolve, reject) => {
+    const p = spawn(BUSYBOX, ['sh', path.join(GUEST_DIR, 'composefs-checks.sh')], {
+      env: { ...env, ...expectations({ version: [Number(v[1]), Number(v[2])] }, 'probe') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: BOOT_TIMEOUT_MS,
+    });
+    const out: Buffer[] = [];
+    p.stdout.on('data', (b: Buffer) => out.push(b));
+    p.stderr.on('data', (b: Buffer) => out.push(b));
+    p.on('error', reject);
+    p.on('close', (code, signal) => resolve({ code: code ?? (signal ? -1 : null), log: Buffer.concat(out).toString('latin1') }));
   });
   const leftover = unmountUnder(w);
-  const log = `${r.stdout}${r.stderr}`;
-  const error = r.status !== 0 ? `the check script exited with ${r.status ?? r.signal}` : leftover ? `${leftover} mount(s) left behind` : undefined;
-  console.log(`${name}: ran on the host kernel`);
+  const log = r.log;
+  const error = r.code !== 0 ? `the check script exited with ${r.code}` : leftover ? `${leftover} mount(s) left behind` : undefined;
+  console.log(`${name}: ran on the host kernel (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   return { kernel: name, results: parseResults(log), log, error };
 }
 
@@ -156,15 +165,15 @@ async function main(): Promise<number> {
     const t0 = Date.now();
     const staged = stageComposefs(work);
     console.log(`staged images, objects and manifests in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    const runs: Run[] = [];
+    const pending: Promise<Run>[] = [];
     const only = process.env.CFS_KERNELS?.split(',');
+    for (const { meta, label } of DEBIAN_KERNELS.filter((k) => !only || only.includes(k.label))) {
+      pending.push(runDebianKernel(meta, label, staged, work).catch((e: Error) => ({ kernel: label, results: [], error: e.message })));
+    }
     if (only && !only.includes('host')) console.log('host kernel run skipped: not in CFS_KERNELS');
-    else if (kernelHas('erofs') && kernelHas('overlay')) runs.push(runHost(staged, work));
+    else if (kernelHas('erofs') && kernelHas('overlay')) pending.unshift(runHost(staged, work));
     else console.log('host kernel run skipped: no erofs or overlay in /proc/filesystems');
-    const vms = DEBIAN_KERNELS.filter((k) => !only || only.includes(k.label)).map(({ meta, label }) =>
-      runDebianKernel(meta, label, staged, work).catch((e: Error) => ({ kernel: label, results: [], error: e.message }) as Run),
-    );
-    runs.push(...(await Promise.all(vms)));
+    const runs = await Promise.all(pending);
     console.log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     return report(runs) ? 0 : 1;
   } finally {
