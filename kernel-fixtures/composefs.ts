@@ -1,8 +1,8 @@
 /**
  * The composefs checks' data, staged on the host: images written by our cfs-writer (from the
  * shared make-tree.sh tree and from vector dumps), their object directories, the expected
- * manifests, the overlay option strings from mount/options.ts, a deliberately corrupted image
- * (the negative control) and an ext4 disk with the objects for the fs-verity checks. The guest
+ * manifests, the overlay option strings from mount/options.ts, the negative controls (a
+ * corrupted image, a corrupted object) and an ext4 disk with the objects for the fs-verity checks. The guest
  * side is guest/composefs-checks.sh.
  */
 import { spawnSync } from 'node:child_process';
@@ -25,8 +25,8 @@ const SHARED = process.env.CFS_SHARED_DIR ?? path.resolve(PROJECT_ROOT, '../shar
  */
 export const VECTOR_CASES = ['hardlinks', 'large-files', 'devices', 'xattrs-basic', 'xattrs-shared', 'inline-content', 'symlinks', 'nsec-mtimes', 'bigdir', 'deep'];
 
-/** The case whose manifest check must FAIL: its image has one inline byte changed. */
-export const NEGATIVE_CONTROL = 'negative-control';
+/** Negative controls: cases whose manifest check must FAIL (one inline byte of the image changed; one object changed). */
+export const NEGATIVE_CONTROLS = ['corrupt-image', 'corrupt-object'];
 
 export interface Staged {
   /** Packed into the guest as /data. */
@@ -47,9 +47,9 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}
 const writer = (args: string[]): string => run(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'cfs-writer.js'), ...args]);
 
 /** The `-o` strings of the data-only and the legacy overlay mount, with placeholders the guest fills in. */
-function writeOptions(caseDir: string, variant: string, base: string, verity: boolean): void {
+function writeOptions(caseDir: string, variant: string, basedirs: string[], verity: boolean): void {
   for (const legacy of [false, true]) {
-    const o = { image: '', basedirs: [base], verity, readOnly: true, legacy };
+    const o = { image: '', basedirs, verity, readOnly: true, legacy };
     fs.writeFileSync(path.join(caseDir, `${variant}.${legacy ? 'legacy' : 'data-only'}`), overlayOptions(o, '/@LOWER@'));
   }
 }
@@ -79,20 +79,36 @@ export function stageComposefs(work: string): Staged {
   fs.writeFileSync(path.join(treeCase, 'expected'), manifest(tree), 'latin1');
   fs.writeFileSync(path.join(treeCase, 'hardlinks'), 'link-a link-b\n');
   fs.writeFileSync(path.join(treeCase, 'digest'), digestOfFile(image).digest);
-  writeOptions(treeCase, 'ro', '/@DATA@/objects/tree', false);
-  writeOptions(treeCase, 'verity', '/@VDISK@/objects', true);
-  writeOptions(treeCase, 'tampered', '/@VDISK@/tampered', true);
+  writeOptions(treeCase, 'ro', ['/@DATA@/objects/tree'], false);
+  writeOptions(treeCase, 'verity', ['/@VDISK@/objects'], true);
+  writeOptions(treeCase, 'tampered', ['/@VDISK@/tampered'], true);
+  // the object the tampering checks change (same size, one byte flipped)
+  const victim = 'sizes/f100000';
+  const obj = digestOfFile(path.join(tree, victim)).digest;
+  const objRel = path.join(obj.slice(0, 2), obj.slice(2));
+  const tampered = fs.readFileSync(path.join(objects, objRel));
+  tampered[5000] ^= 0xff;
+  fs.writeFileSync(path.join(treeCase, 'tampered'), victim);
 
-  // negative control: "hello world" → "hello World" in an inline file; the mount must differ
-  const neg = path.join(cases, NEGATIVE_CONTROL);
-  fs.mkdirSync(neg);
+  // negative controls, expected to show a different tree: "hello world" → "hello World" in an
+  // inline file of the image; the changed object in a first object directory, which the mount
+  // reads before the good one (a two-directory base, as basedir=A:B gives)
+  const [badImage, badObject] = NEGATIVE_CONTROLS.map((n) => {
+    const dir = path.join(cases, n);
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(treeCase, 'expected'), path.join(dir, 'expected'));
+    return dir;
+  });
   const bad = fs.readFileSync(image);
   const at = bad.indexOf('hello world\n');
   if (at < 0) throw new Error('negative control: inline "hello world" not found in the tree image');
   bad[at + 6] = 'W'.charCodeAt(0);
-  fs.writeFileSync(path.join(neg, 'image'), bad);
-  fs.copyFileSync(path.join(treeCase, 'expected'), path.join(neg, 'expected'));
-  writeOptions(neg, 'ro', '/@DATA@/objects/tree', false);
+  fs.writeFileSync(path.join(badImage, 'image'), bad);
+  writeOptions(badImage, 'ro', ['/@DATA@/objects/tree'], false);
+  fs.copyFileSync(image, path.join(badObject, 'image'));
+  fs.mkdirSync(path.join(data, 'objects', 'corrupt', obj.slice(0, 2)), { recursive: true });
+  fs.writeFileSync(path.join(data, 'objects', 'corrupt', objRel), tampered);
+  writeOptions(badObject, 'ro', ['/@DATA@/objects/corrupt', '/@DATA@/objects/tree'], false);
 
   // vectors: our writer's image of each dump, over stand-ins for the objects (see vector-manifest.ts)
   for (const v of VECTOR_CASES) {
@@ -109,20 +125,14 @@ export function stageComposefs(work: string): Staged {
     }
     fs.writeFileSync(path.join(dir, 'expected'), m.manifest, 'latin1');
     if (m.hardlinks.length) fs.writeFileSync(path.join(dir, 'hardlinks'), m.hardlinks.map(([a, b]) => `${a} ${b}\n`).join(''), 'latin1');
-    writeOptions(dir, 'ro', `/@DATA@/objects/v-${v}`, false);
+    writeOptions(dir, 'ro', [`/@DATA@/objects/v-${v}`], false);
   }
 
   // the ext4 disk: the objects, a copy with one object changed (same size), the image and a wrong image
   const disk = path.join(work, 'vdisk-src');
   fs.cpSync(objects, path.join(disk, 'objects'), { recursive: true });
   fs.cpSync(objects, path.join(disk, 'tampered'), { recursive: true });
-  const victim = 'sizes/f100000';
-  const obj = digestOfFile(path.join(tree, victim)).digest;
-  const tamperedObj = path.join(disk, 'tampered', obj.slice(0, 2), obj.slice(2));
-  const content = fs.readFileSync(tamperedObj);
-  content[5000] ^= 0xff;
-  fs.writeFileSync(tamperedObj, content);
-  fs.writeFileSync(path.join(treeCase, 'tampered'), victim);
+  fs.writeFileSync(path.join(disk, 'tampered', objRel), tampered);
   fs.mkdirSync(path.join(disk, 'images'));
   fs.copyFileSync(image, path.join(disk, 'images', 'tree.img'));
   fs.writeFileSync(path.join(disk, 'images', 'wrong.img'), bad);

@@ -1,6 +1,7 @@
 /**
  * The VM harness's host-side parts, without booting anything: the initramfs archive, module
- * dependency resolution from .modinfo, and reading RESULT lines from a serial console.
+ * dependency resolution from .modinfo, reading RESULT lines from a serial console, and the
+ * verdict (a harness that cannot fail proves nothing).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,6 +11,7 @@ import * as zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Cpio } from '../../kernel-fixtures/cpio.js';
 import { type Kernel, readModinfo, resolveModules } from '../../kernel-fixtures/kernels.js';
+import { judge, type Run } from '../../kernel-fixtures/report.js';
 import { parseResults } from '../../kernel-fixtures/vm.js';
 
 /** A minimal ELF64 relocatable with only a .modinfo and a section name table. */
@@ -112,5 +114,34 @@ describe('kernel-fixtures harness', () => {
       { name: 'manifest:tree', status: 'FAIL', detail: '3 lines differ' },
       { name: 'verity:tree', status: 'SKIP', detail: 'no verity' },
     ]);
+  });
+
+  it('fails a run on a FAIL, a missing check, an unfinished boot, or a negative control that passes or fails for another reason', () => {
+    const ok = (name: string, detail = '') => ({ name, status: 'PASS' as const, detail });
+    const good: Run = {
+      kernel: 'k1',
+      results: [ok('mount:t'), { name: 'manifest:bad', status: 'FAIL', detail: '2 manifest lines differ' }, { name: 'verity:t', status: 'SKIP', detail: 'old kernel' }],
+    };
+    const expected = new Map([['manifest:bad', /^2 manifest lines differ$/]]);
+    const required = ['mount:t', 'manifest:bad', 'verity:t'];
+    const v = judge([good], required, expected);
+    expect(v).toMatchObject({ passed: 2, failed: 0, skipped: 1 });
+    expect(v.text).toMatch(/^manifest:bad +FAIL \(expected\)$/m);
+    expect(v.text).toMatch(/k1: SKIP verity:t: old kernel/);
+    expect(v.text.trim().split('\n').pop()).toBe('kernel: 2 passed, 0 failed, 1 skipped');
+
+    const runOf = (results: Run['results'], extra: Partial<Run> = {}): Run => ({ kernel: 'k2', results, ...extra });
+    const cases: [Run, RegExp][] = [
+      [runOf([{ name: 'mount:t', status: 'FAIL', detail: 'no' }, good.results[1], good.results[2]], { log: 'ERR mount:t: boom\nERR other: x' }), /k2: FAIL mount:t: no\n  ERR mount:t: boom\n(?!.*ERR other)/],
+      [runOf([good.results[1], good.results[2]]), /k2: mount:t was not reported/],
+      [runOf([ok('mount:t'), ok('manifest:bad'), good.results[2]]), /k2: PASS \(must FAIL\) manifest:bad/],
+      [runOf([ok('mount:t'), { name: 'manifest:bad', status: 'FAIL', detail: '900 manifest lines differ' }, good.results[2]]), /FAIL \(must FAIL\) manifest:bad: 900/],
+      [runOf(good.results, { error: 'the guest did not reach the end', log: 'panic' }), /k2: the guest did not reach the end\n--- console .*\npanic/],
+    ];
+    for (const [run, message] of cases) {
+      const bad = judge([good, run], required, expected);
+      expect(bad.failed, message.source).toBeGreaterThan(0);
+      expect(bad.text).toMatch(message);
+    }
   });
 });
