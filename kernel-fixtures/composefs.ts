@@ -128,6 +128,15 @@ export function stageComposefs(work: string): Staged {
     writeOptions(dir, 'ro', [`/@DATA@/objects/v-${v}`], false);
   }
 
+  // an overlay whiteout in the image: stored escaped, it must hide a name only where the mount is
+  // itself a lower layer (guest: the xwhiteout check)
+  const xw = path.join(data, 'xwhiteout');
+  fs.mkdirSync(xw);
+  const dump = ['/ 4096 40755 3 0 0 0 1700000000.0 - - -', '/dev 4096 40755 2 0 0 0 1700000000.0 - - -', '/dev/keep 5 100644 1 0 0 0 1700000000.0 - keep! -', '/dev/wh 0 20644 1 0 0 0 1700000000.0 - - -'];
+  fs.writeFileSync(path.join(work, 'xwhiteout.dump'), dump.join('\n') + '\n');
+  writer(['--from-file', path.join(work, 'xwhiteout.dump'), path.join(xw, 'image')]);
+  writeOptions(xw, 'ro', ['/@DATA@/objects/tree'], false);
+
   // the ext4 disk: the objects, a copy with one object changed (same size), the image and a wrong image
   const disk = path.join(work, 'vdisk-src');
   fs.cpSync(objects, path.join(disk, 'objects'), { recursive: true });

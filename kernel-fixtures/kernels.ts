@@ -131,7 +131,11 @@ export function readModinfo(ko: Buffer): Map<string, string[]> {
 /** A module file's bytes as init_module(2) wants them (busybox insmod cannot decompress). */
 export function moduleBytes(file: string): Buffer {
   if (file.endsWith('.ko')) return fs.readFileSync(file);
-  if (file.endsWith('.ko.xz')) return spawnSync('xz', ['-dc', file], { maxBuffer: 1 << 28 }).stdout;
+  if (file.endsWith('.ko.xz')) {
+    const r = spawnSync('xz', ['-dc', file], { maxBuffer: 1 << 28 });
+    if (r.status !== 0) throw new Error(`xz -dc ${file}: ${r.error?.message ?? r.stderr.toString().trim()}`);
+    return r.stdout;
+  }
   throw new Error(`${file}: unsupported module compression`);
 }
 

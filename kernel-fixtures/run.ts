@@ -94,6 +94,7 @@ function requiredChecks(): string[] {
     ...cases.flatMap((c) => [`mount:${c}`, `manifest:${c}`, `whiteouts:${c}`]),
     'hardlinks:tree',
     'hardlinks:v-hardlinks',
+    'xwhiteout',
     ...['digest', 'digest-wrong', 'verity', 'verity-tamper'].map((c) => `${c}:tree`),
   ];
 }

@@ -9,8 +9,7 @@
 # directory for mount points), VDISK (the ext4 disk, a device or an image file), EXPECT_FORM
 # (data-only or legacy), OVL_ESCAPE (yes: escaped trusted.overlay.overlay.* xattrs are shown;
 # no: the kernel hides every trusted.overlay.* xattr), OVL_VERITY (yes, or why not), FSVERITY
-# (required or probe),
-# NO_DMESG (set on the host: its kernel log is not ours to clear).
+# (required or probe), NO_DMESG (set on the host: its kernel log is not ours to clear).
 HERE=$(dirname "$0")
 mkdir -p "$W"
 
@@ -93,6 +92,32 @@ check_case() { # CASEDIR
 }
 
 for c in "$DATA"/cases/*; do check_case "$c"; done
+
+# ---- an overlay whiteout inside an image (stored escaped) shows as a plain file in the mount and
+# hides the name only in an overlay that has the mount as a lower layer (xattr whiteouts, 6.7+)
+if [ "$OVL_ESCAPE" != yes ]; then
+    result xwhiteout SKIP "overlayfs before 6.7 has no xattr whiteouts"
+else
+    step
+    x=$W/mnt-xwhiteout
+    mkdir -p "$W/below/dev" "$W/stack"
+    echo below > "$W/below/dev/wh"
+    echo below > "$W/below/dev/other"
+    if cfs_mount "$DATA/xwhiteout" ro "$x" && mount -t overlay stack -o "ro,lowerdir=$x:$W/below" "$W/stack" 2>> "$W/err"; then
+        stacked=$(ls "$W/stack/dev" | tr '\n' ' ')
+        direct=$(stat -c %F "$x/dev/wh" 2>&1)
+        if [ "$stacked" = "keep other " ] && [ "$direct" = "regular empty file" ]; then
+            result xwhiteout PASS "stacked dev/: $stacked; in the mount itself wh is a $direct"
+        else
+            result xwhiteout FAIL "stacked dev/: $stacked; in the mount itself wh: $direct"
+        fi
+        umount "$W/stack"
+        umount "$x"
+    else
+        result xwhiteout FAIL "mounting the image or the stacked overlay failed"; context xwhiteout
+        umount "$x" 2> /dev/null
+    fi
+fi
 
 # ---- fs-verity: the tree case's objects and image on an ext4 file system with verity
 c=$DATA/cases/tree
