@@ -40,6 +40,8 @@ export interface ConvertOptions {
   deployment?: boolean;
   /** Content checksum → fs-verity digest, kept across the commits of one run. */
   digests?: Map<string, string>;
+  /** Most entries the commit may expand to (default MAX_ENTRIES). */
+  maxEntries?: number;
   /** Called as content objects are hashed. */
   progress?: (done: number, total: number) => void;
 }
@@ -152,6 +154,7 @@ function bytesWithPayload(wanted: Map<string, Wanted>): number {
 function buildTree(repo: Repo, rootTree: string, rootMeta: string, opts: ConvertOptions) {
   const wanted = new Map<string, Wanted>();
   const contents = new Map<string, Content>();
+  const maxEntries = opts.maxEntries ?? MAX_ENTRIES;
   let entries = 1;
   let files = 0;
   let bytes = 0;
@@ -165,7 +168,7 @@ function buildTree(repo: Repo, rootTree: string, rootMeta: string, opts: Convert
     if (depth >= MAX_DEPTH) throw new CfsError(ErrorCode.TooLarge, `directories nest deeper than ${MAX_DEPTH} at ${where}`, { input: `dirtree ${treeChecksum}` });
     const tree = repo.dirtree(treeChecksum);
     entries += tree.files.length + tree.dirs.length;
-    if (entries > MAX_ENTRIES) throw new CfsError(ErrorCode.TooLarge, `the commit expands to more than ${MAX_ENTRIES} entries`, { input: `dirtree ${treeChecksum}` });
+    if (entries > maxEntries) throw new CfsError(ErrorCode.TooLarge, `the commit expands to more than ${maxEntries} entries`, { input: `dirtree ${treeChecksum}` });
     const children = dir.children!;
     // Both lists are sorted; merge them into one sorted list of children.
     let i = 0;
@@ -238,6 +241,7 @@ async function inflateObject(c: Content, dest: string | null): Promise<string> {
       try {
         out = zlib.inflateRawSync(raw, { maxOutputLength: c.size + 1 });
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') bad(`content is larger than the ${c.size} bytes its header says`);
         return bad(`corrupt compressed content: ${(e as Error).message}`);
       }
       take(out);
