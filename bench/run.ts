@@ -23,7 +23,10 @@
  * directory-writer benchmark against mkcomposefs on real trees (bench/dir.ts; BENCH_DIR_*) and the
  * mount benchmark, composefs vs squashfs vs erofs (bench/mount.ts, needs root; BENCH_MOUNT_TREE).
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json (default: all)
+ * The ostree section (bench/ostree.ts; BENCH_OSTREE_TREE) converts a commit of /usr/share in a
+ * bare-user repo next to `ostree checkout` of it.
+ *
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, ostree (default: all)
  *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
@@ -38,6 +41,7 @@ import { runCasBench } from './cas.js';
 import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
 import { runMountBench } from './mount.js';
+import { runOstreeBench } from './ostree.js';
 import { Interrupted, SIGNAL_EXIT, envInt } from './util.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
@@ -246,7 +250,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'ostree'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -285,6 +289,7 @@ try {
     const r = spawnSync(process.execPath, [path.join(PKG_ROOT, 'dist/writer-json/bench.js'), ...args], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = 1;
   }
+  if (sections.has('ostree') && runOstreeBench(tmp) !== 0) process.exitCode = 1;
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
   console.error('bench: interrupted');

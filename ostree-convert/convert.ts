@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { CfsError, ErrorCode, FsVerityHasher, S_IFDIR, encodeImage, newInode } from '../format/index.js';
 import type { Inode } from '../format/tree.js';
 import { MAX_DEPTH } from '../format/layout.js';
-import { digestOfFile } from '../cas/digest.js';
+import { HashPool, defaultThreads } from '../cas/hash-pool.js';
 import { type Store, objectRelPath } from '../cas/store.js';
 import type { Meta } from './objects.js';
 import { type Content, Repo } from './repo.js';
@@ -29,6 +29,8 @@ export const DEPLOYMENT_DIRS = ['usr', 'etc', 'boot', 'var', 'sysroot'];
 const SELINUX = 'security.selinux';
 /** Archive objects up to this compressed size are inflated in one call, larger ones streamed. */
 const INFLATE_AT_ONCE = 4 << 20;
+/** Below this many bytes to hash, starting worker threads costs more than it saves. */
+const POOL_MIN_BYTES = 32 << 20;
 
 export interface ConvertOptions {
   payloads: 'base-objects' | 'store';
@@ -89,6 +91,10 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
   const stageDir = opts.payloads === 'store' ? opts.store!.makeStagingDir() : null;
   try {
     const staged = new Map<string, { file: string; size: number }>();
+    if (repo.mode !== 'archive') {
+      const todo = [...wanted.values()].map((w) => w.content).filter((c) => !digests.has(c.checksum));
+      await hashObjects(todo, digests, opts.progress);
+    }
     let done = 0;
     for (const w of wanted.values()) {
       const c = w.content;
@@ -98,12 +104,10 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
         // Inflate once: hash, and keep the bytes for the store unless it has them.
         stagedFile = stageDir && !(digest && (staged.has(digest) || opts.store!.has(digest))) ? path.join(stageDir, String(done)) : null;
         if (!digest || stagedFile) digest = await inflateObject(c, stagedFile);
-      } else if (!digest) {
-        const r = digestOfFile(c.file);
-        if (r.size !== c.size) throw new CfsError(ErrorCode.Io, `object changed while being read (${r.size} bytes, expected ${c.size})`, { input: c.file });
-        digest = r.digest;
+        digests.set(c.checksum, digest);
+        opts.progress?.(done + 1, wanted.size);
       }
-      digests.set(c.checksum, digest);
+      if (!digest) throw new Error(`no digest for ${c.checksum}`);
       for (const inode of w.inodes) {
         inode.digest = digest;
         inode.payload = opts.payloads === 'store' ? objectRelPath(digest) : Repo.relPath(c.checksum, 'file');
@@ -122,7 +126,6 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
         }
       }
       done++;
-      opts.progress?.(done, wanted.size);
     }
 
     const image = encodeImage(root, { input });
@@ -142,6 +145,27 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
   } finally {
     if (stageDir) fs.rmSync(stageDir, { recursive: true, force: true });
   }
+}
+
+/** fs-verity digests of plain object files (bare modes), on worker threads when there is enough to hash. */
+async function hashObjects(todo: Content[], digests: Map<string, string>, progress?: (done: number, total: number) => void): Promise<void> {
+  const total = todo.reduce((n, c) => n + c.size, 0);
+  let failure: CfsError | null = null;
+  let done = 0;
+  const pool = new HashPool(total >= POOL_MIN_BYTES ? defaultThreads() : 0, (i, r) => {
+    const c = todo[i];
+    if (r.digest === undefined) failure ??= new CfsError(ErrorCode.Io, `cannot read object: ${r.error}`, { input: c.file });
+    else if (r.size !== c.size) failure ??= new CfsError(ErrorCode.Io, `object changed while being read (${r.size} bytes, expected ${c.size})`, { input: c.file });
+    else digests.set(c.checksum, r.digest);
+    progress?.(++done, todo.length);
+  });
+  try {
+    for (const c of todo) pool.submit(Buffer.from(c.file), c.size);
+    await pool.drain();
+  } finally {
+    await pool.close();
+  }
+  if (failure) throw failure;
 }
 
 function bytesWithPayload(wanted: Map<string, Wanted>): number {
