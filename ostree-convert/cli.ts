@@ -79,7 +79,15 @@ export async function main(argv: string[]): Promise<number> {
     deployment: opts.deployment,
   };
   const tty = process.stderr.isTTY;
-  const progress = tty ? (msg: string): void => void process.stderr.write(`\r${TOOL}: ${msg}\x1b[K`) : undefined;
+  let shown = 0;
+  const progress = tty
+    ? (msg: string): void => {
+        // at most ten updates a second
+        if (Date.now() - shown < 100) return;
+        shown = Date.now();
+        process.stderr.write(`\r${TOOL}: ${msg}\x1b[K`);
+      }
+    : undefined;
   const clear = (): void => void (tty && process.stderr.write('\r\x1b[K'));
   try {
     if (batch) {
