@@ -270,12 +270,20 @@ async function inflateObject(c: Content, dest: string | null): Promise<string> {
       }
       take(out);
     } else {
+      // pipeline() may reject with the AbortError of another stage: keep our own error
+      let ours: unknown = null;
       try {
         await pipeline(fs.createReadStream(c.file, { start: c.dataOffset, highWaterMark: 1 << 20 }), zlib.createInflateRaw(), async (chunks: AsyncIterable<Buffer>) => {
-          for await (const chunk of chunks) take(chunk);
+          for await (const chunk of chunks) {
+            try {
+              take(chunk);
+            } catch (e) {
+              throw (ours = e);
+            }
+          }
         });
       } catch (e) {
-        if (e instanceof CfsError) throw e;
+        if (ours) throw ours;
         bad(`corrupt compressed content: ${(e as Error).message}`);
       }
     }

@@ -191,6 +191,10 @@ export class Repo {
   }
 
   commit(checksum: string): Commit {
+    // ostree marks commits whose objects are not all there yet (interrupted or partial pulls)
+    if (fs.existsSync(path.join(this.root, 'state', `${checksum}.commitpartial`))) {
+      fail(ErrorCode.Io, `commit ${checksum} is partial (an interrupted or subpath pull): not all its objects are in the repo`, this.root);
+    }
     const { buf, input } = this.readMetadata(checksum, 'commit');
     return parseCommit(buf, input);
   }

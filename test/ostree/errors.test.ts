@@ -4,11 +4,12 @@
  * one clear error line and write nothing; mutated objects never crash the converter (seeded,
  * CFS_FUZZ_SEED / CFS_FUZZ_CASES). Needs neither root nor ostree.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CfsError, decodeImage, dumpToString } from '../../format/index.js';
+import { CfsError, decodeImage, dumpToString, fsverityDigest } from '../../format/index.js';
 import { Store } from '../../cas/store.js';
 import { convertCommit } from '../../ostree-convert/convert.js';
 import { parseCommit } from '../../ostree-convert/objects.js';
@@ -27,6 +28,7 @@ const TREE: Record<string, SynthEntry> = {
 
 const objectFiles = (repo: string, ext: string): string[] =>
   fs.readdirSync(path.join(repo, 'objects')).flatMap((d) => fs.readdirSync(path.join(repo, 'objects', d)).filter((f) => f.endsWith(`.${ext}`)).map((f) => path.join(repo, 'objects', d, f)));
+const bySize = (repo: string): string[] => objectFiles(repo, 'filez').sort((a, b) => fs.statSync(b).size - fs.statSync(a).size);
 const checksumOf = (file: string): string => path.basename(path.dirname(file)) + path.basename(file).split('.')[0];
 const putObject = (repo: string, data: Buffer, ext: string, checksum = sha256hex(data)): string => {
   fs.mkdirSync(path.join(repo, 'objects', checksum.slice(0, 2)), { recursive: true });
@@ -94,7 +96,6 @@ describe('broken and hostile repos', () => {
 
   it('missing, truncated and oversized objects', () => {
     let { repo, commit } = fresh();
-    const bySize = (r: string): string[] => objectFiles(r, 'filez').sort((a, b) => fs.statSync(b).size - fs.statSync(a).size);
     const victim = bySize(repo)[0];
     fs.rmSync(victim);
     expect(fails(['--repo', repo, commit], 'CFS_IO')).toContain(`missing object objects/${path.relative(path.join(repo, 'objects'), victim)}`);
@@ -116,11 +117,49 @@ describe('broken and hostile repos', () => {
     fs.writeFileSync(hello, inflated);
     expect(fails(['--repo', repo, commit], 'CFS_BAD_OBJECT')).toMatch(/larger than the \d+ bytes its header says/);
 
+    // a commit ostree marks as partial
+    ({ repo, commit } = fresh());
+    fs.mkdirSync(path.join(repo, 'state'));
+    fs.writeFileSync(path.join(repo, 'state', `${commit}.commitpartial`), '');
+    expect(fails(['--repo', repo, commit], 'CFS_IO')).toContain('is partial');
+
     // a commit object too large to be one
     ({ repo, commit } = fresh());
     const f = path.join(repo, 'objects', commit.slice(0, 2), `${commit.slice(2)}.commit`);
     fs.truncateSync(f, 200 << 20);
     fails(['--repo', repo, commit], 'CFS_TOO_LARGE');
+  });
+
+  it('large archive objects are streamed: same digest, truncation and excess still caught', async () => {
+    const data = randomBytes(5 << 20); // incompressible: over the one-call inflate limit
+    const repo = path.join(tmp, 'repo-large');
+    const commit = makeArchiveRepo(repo, { 'large.bin': { content: data } });
+    const stores: Store[] = [];
+    const convert = (): ReturnType<typeof convertCommit> => {
+      const store = Store.open(path.join(tmp, `large-store-${stores.length}`), { create: true });
+      stores.push(store);
+      return convertCommit(Repo.open(repo), commit, { payloads: 'store', store });
+    };
+    try {
+      const r = await convert();
+      const digest = fsverityDigest(data).toString('hex');
+      expect(dumpToString(decodeImage(r.image).root)).toContain(`/large.bin 5242880 100644 1 0 0 0 0.0 ${digest.slice(0, 2)}/${digest.slice(2)} - ${digest}\n`);
+      expect(fs.readFileSync(stores[0].objectPath(digest)).equals(data)).toBe(true);
+      const obj = bySize(repo)[0];
+      const whole = fs.readFileSync(obj);
+      fs.writeFileSync(obj, whole.subarray(0, whole.length - 1000));
+      await expect(convert()).rejects.toThrow(/corrupt compressed content/);
+      // a header that claims one byte less than the stream holds
+      const len = whole.readUInt32BE(0);
+      const header = Buffer.from(whole.subarray(0, 8 + len));
+      header.writeUInt32BE((5 << 20) - 1, 8 + 4);
+      fs.writeFileSync(obj, Buffer.concat([header, whole.subarray(8 + len)]));
+      await expect(convert()).rejects.toThrow(/larger than the 5242879 bytes/);
+      // nothing reached the stores of the failed conversions
+      for (const st of stores.slice(1)) expect(fs.readdirSync(st.objectsDir)).toEqual([]);
+    } finally {
+      for (const st of stores) st.close();
+    }
   });
 
   it('wrong object types and modes', () => {
