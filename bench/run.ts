@@ -25,8 +25,10 @@
  *
  * The pack section times cfs-pack against mksquashfs -comp zstd, mkfs.erofs and cp -a into ext4
  * (bench/pack.ts, needs root; BENCH_PACK_TREE).
+ * The ostree section (bench/ostree.ts; BENCH_OSTREE_TREE) converts a commit of /usr/share in a
+ * bare-user repo next to `ostree checkout` of it.
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack (default: all)
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack, ostree (default: all)
  *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
@@ -42,6 +44,7 @@ import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
 import { runMountBench } from './mount.js';
 import { runPackBench } from './pack.js';
+import { runOstreeBench } from './ostree.js';
 import { Interrupted, SIGNAL_EXIT, envInt } from './util.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
@@ -250,7 +253,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack', 'ostree'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -290,6 +293,7 @@ try {
     const r = spawnSync(process.execPath, [path.join(PKG_ROOT, 'dist/writer-json/bench.js'), ...args], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = 1;
   }
+  if (sections.has('ostree') && runOstreeBench(tmp) !== 0) process.exitCode = 1;
 } catch (e) {
   if (!(e instanceof Interrupted)) throw e;
   console.error('bench: interrupted');

@@ -12,6 +12,10 @@ export const ErrorCode = {
   InvalidTree: 'CFS_INVALID_TREE',
   Usage: 'CFS_USAGE',
   Io: 'CFS_IO',
+  /** A malformed object of another format read as input (OSTree GVariant objects). */
+  BadObject: 'CFS_BAD_OBJECT',
+  /** Input whose recomputed checksum differs from the one it is named by. */
+  BadChecksum: 'CFS_BAD_CHECKSUM',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -27,7 +27,7 @@ import {
 import { writeAtomicAsync } from '../cas/atomic.js';
 import { isStoreRoot } from '../cas/store.js';
 import { scanDirectory, type ScanOptions } from '../writer/from-dir.js';
-import { HashPool, defaultThreads } from '../writer/hash-pool.js';
+import { HashPool, defaultThreads } from '../cas/hash-pool.js';
 
 /** A tree to pack and where its regular files' bytes are: inline content or this file. */
 export interface PackSource {

@@ -3,7 +3,7 @@ import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
 import { objectRelPath } from '../cas/store.js';
 import { type ExternalFile, type ScanOptions, scanDirectory } from './from-dir.js';
 import type { DigestCache } from './digest-cache.js';
-import { HashPool, defaultThreads } from './hash-pool.js';
+import { HashPool, defaultThreads } from '../cas/hash-pool.js';
 
 export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   /** Payload = path relative to the directory (mount with base=DIR); no digests. */

@@ -7,7 +7,7 @@
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { HashReply, HashRequest } from './hash-worker.js';
-import { digestOfFile } from '../cas/digest.js';
+import { digestOfFile } from './digest.js';
 
 export interface HashResult {
   digest?: string;

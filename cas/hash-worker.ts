@@ -1,6 +1,6 @@
 /** Worker thread: fs-verity digests of files. Receives batches of paths, answers hex digests. */
 import { parentPort } from 'node:worker_threads';
-import { digestOfFile } from '../cas/digest.js';
+import { digestOfFile } from './digest.js';
 
 export interface HashRequest {
   id: number;

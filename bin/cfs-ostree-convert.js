@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import { run } from "../dist/ostree-convert/cli.js";
+await run();
