@@ -1,0 +1,246 @@
+/**
+ * Pull and push through a real registry: Debian's docker-registry on 127.0.0.1 (a temp storage
+ * dir, a free port), images built here from tar-stream layers and published with our client.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store, imageNeeds } from '../../cas/store.js';
+import { importTar } from '../../cas/tar.js';
+import { type LayerCompression, type RunningRegistry, freePort, pushTarImage, registryMissing, startRegistry } from '../../test-support/registry.js';
+import { type TarEntry, bytes, makeTar, tmpDir } from '../cas/helpers.js';
+import { cas, objectSet, startProxy, visible } from './helpers.js';
+
+const reason = registryMissing();
+if (reason) console.log(`registry tests skipped: ${reason}`);
+const hasZstd = !spawnSync('zstd', ['--version']).error;
+if (!hasZstd) console.log('zstd(1) not found: the zstd layer is pushed gzip-compressed instead');
+
+const t = (s: number): Date => new Date(s * 1000);
+const dir = (name: string, mtime: number, mode = 0o755): TarEntry => ({ header: { name, type: 'directory', mode, mtime: t(mtime) } });
+const file = (name: string, data: Buffer | string, mtime = 100, mode = 0o644): TarEntry => ({ header: { name, mode, mtime: t(mtime) }, data });
+const link = (name: string, target: string): TarEntry => ({ header: { name, type: 'link', linkname: target, mtime: t(100) } });
+const symlink = (name: string, target: string): TarEntry => ({ header: { name, type: 'symlink', linkname: target, mtime: t(100) } });
+const whiteout = (name: string): TarEntry => file(name, '', 100);
+
+const passwd1 = bytes(1, 100);
+const passwd2 = bytes(2, 150);
+const tool = bytes(3, 5000);
+const x = bytes(4, 100);
+
+const L1: TarEntry[] = [
+  dir('etc', 10), file('etc/passwd', passwd1), file('etc/hosts', 'localhost\n'), file('etc/gone', bytes(5, 200)), symlink('etc/link', 'passwd'),
+  dir('usr', 10), dir('usr/bin', 10), file('usr/bin/tool', tool, 100, 0o755), link('usr/bin/tool-link', 'usr/bin/tool'),
+  dir('opq', 10, 0o700), file('opq/old1', bytes(6, 300)), dir('opq/sub', 10), file('opq/sub/old2', 'small'),
+  dir('olddir', 10), file('olddir/f', bytes(7, 100)),
+];
+const L2: TarEntry[] = [
+  dir('etc', 20), whiteout('etc/.wh.gone'), file('etc/passwd', passwd2),
+  dir('opq', 20, 0o750), whiteout('opq/.wh..wh..opq'), file('opq/new', bytes(8, 400)),
+  whiteout('.wh.olddir'),
+  dir('usr', 10), dir('usr/bin', 20), file('usr/bin/x', x), link('usr/bin/x-link', 'usr/bin/x'),
+];
+const L3: TarEntry[] = [
+  dir('etc', 30), whiteout('etc/.wh.link'),
+  dir('olddir', 30), file('olddir/g', bytes(9, 1000)),
+  dir('usr', 10), dir('usr/bin', 30), whiteout('usr/bin/.wh.tool-link'),
+];
+/** The merged tree as one archive, each directory with the metadata of its topmost entry. */
+const MERGED: TarEntry[] = [
+  dir('etc', 30), file('etc/passwd', passwd2), file('etc/hosts', 'localhost\n'),
+  dir('usr', 10), dir('usr/bin', 30), file('usr/bin/tool', tool, 100, 0o755), file('usr/bin/x', x), link('usr/bin/x-link', 'usr/bin/x'),
+  dir('opq', 20, 0o750), file('opq/new', bytes(8, 400)),
+  dir('olddir', 30), file('olddir/g', bytes(9, 1000)),
+];
+
+describe.skipIf(reason !== null)('registry', () => {
+  let reg: RunningRegistry;
+  let layers: { tar: Buffer; compression: LayerCompression }[];
+  beforeAll(async () => {
+    reg = await startRegistry();
+    layers = [
+      { tar: await makeTar(L1), compression: 'none' },
+      { tar: await makeTar(L2), compression: 'gzip' },
+      { tar: await makeTar(L3), compression: hasZstd ? 'zstd' : 'gzip' },
+    ];
+    await pushTarImage(`${reg.host}/test/app:v1`, layers, { index: true });
+  });
+  afterAll(async () => {
+    await reg?.stop();
+  });
+
+  const newStore = (): string => path.join(tmpDir(), 'store');
+  const imageOf = (store: string, ref: string): Buffer => fs.readFileSync(path.join(store, 'refs', ref));
+
+  it('pulls a multi-layer image: whiteouts, an opaque dir and hardlinks give the merged tree', async () => {
+    const store = newStore();
+    const r = await cas(store, ['pull', '--plain-http', '--json', `${reg.host}/test/app:v1`]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.stdout) as { name: string; image: string; blobs: { fetched: boolean }[] };
+    expect(res.name).toBe('app:v1');
+    expect(res.blobs.map((b) => b.fetched)).toEqual([true, true, true]);
+
+    // The expected tree, imported from one archive, gives the identical image.
+    const expected = Store.open(path.join(tmpDir(), 'expected'), { create: true });
+    const want = await importTar(expected, (await import('node:stream')).Readable.from([await makeTar(MERGED)]), { input: 'merged' });
+    expected.close();
+    expect(res.image).toBe(want.image);
+    const dump = spawnSync(process.execPath, [path.resolve('bin/cfs-dump.js'), 'ls', path.join(store, 'refs', 'app:v1')], { encoding: 'utf8' }).stdout;
+    expect(dump).not.toMatch(/gone|etc\/link|tool-link|old1|old2|olddir\/f|\.wh\./);
+    expect(dump).toMatch(/usr\/bin\/x-link/);
+
+    // Every object the image needs is there, with the right bytes.
+    expect((await cas(store, ['missing', 'app:v1'])).code).toBe(0);
+    const objs = objectSet(store);
+    expect(objs.size).toBeGreaterThan(0);
+
+    // Pulled again: every layer is already in the store, nothing is transferred.
+    const again = JSON.parse((await cas(store, ['pull', '--plain-http', '--json', `${reg.host}/test/app:v1`])).stdout) as { image: string; transferredBytes: number };
+    expect(again.image).toBe(res.image);
+    expect(again.transferredBytes).toBe(0);
+  });
+
+  it('a second image sharing layers fetches only its new layer', async () => {
+    const store = newStore();
+    await cas(store, ['pull', '--plain-http', `${reg.host}/test/app:v1`]);
+    const top = await makeTar([dir('etc', 40), file('etc/extra', bytes(10, 3000))]);
+    await pushTarImage(`${reg.host}/test/app:v2`, [layers[0], layers[1], { tar: top, compression: 'gzip' }]);
+    const r = await cas(store, ['pull', '--plain-http', '--json', `${reg.host}/test/app:v2`]);
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.stdout) as { blobs: { fetched: boolean; size: number }[]; transferredBytes: number; newObjects: number };
+    expect(res.blobs.map((b) => b.fetched)).toEqual([false, false, true]);
+    expect(res.transferredBytes).toBe(res.blobs[2].size);
+    expect(res.newObjects).toBe(1);
+  });
+
+  it('push → pull into an empty store gives the identical image and objects; --lazy + fetch-missing too', async () => {
+    const a = newStore();
+    await cas(a, ['pull', '--plain-http', `${reg.host}/test/app:v1`]);
+    const p = await cas(a, ['push', '--plain-http', '--pack-size', '1000', 'app:v1', `${reg.host}/test/app-cfs:v1`]);
+    expect(p.stderr).toMatch(/5 objects in 2 packs/);
+    expect(p.code).toBe(0);
+    // What the image needs (the layers also brought objects of files deleted above them).
+    const needed = new Set(imageNeeds(imageOf(a, 'app:v1')).objects);
+    const want = new Map([...objectSet(a)].filter(([d]) => needed.has(d)));
+    expect(want.size).toBe(5);
+
+    const b = newStore();
+    const r = await cas(b, ['pull', '--plain-http', '--name', 'copy', `${reg.host}/test/app-cfs:v1`]);
+    expect(r.code).toBe(0);
+    expect(imageOf(b, 'copy').equals(imageOf(a, 'app:v1'))).toBe(true);
+    expect(objectSet(b)).toEqual(want);
+
+    const c = newStore();
+    const lazy = await cas(c, ['pull', '--plain-http', '--lazy', '--json', `${reg.host}/test/app-cfs:v1`]);
+    expect(lazy.code).toBe(0);
+    expect(JSON.parse(lazy.stdout).missing).toBe(want.size);
+    expect(imageOf(c, 'app-cfs:v1').equals(imageOf(a, 'app:v1'))).toBe(true);
+    expect(fs.readdirSync(path.join(c, 'objects'))).toEqual([]);
+    const f = await cas(c, ['fetch-missing', '--json', 'app-cfs:v1']);
+    expect(f.code).toBe(0);
+    expect(JSON.parse(f.stdout).fetched).toBe(want.size);
+    expect(objectSet(c)).toEqual(want);
+
+    // Pushing again uploads nothing new; the manifest digest is the same.
+    const p2 = await cas(a, ['push', '--plain-http', '--pack-size', '1000', '--json', 'app:v1', `${reg.host}/test/app-cfs:v1`]);
+    expect(JSON.parse(p2.stdout)).toMatchObject({ manifest: p.stdout.trim(), uploaded: 0 });
+  });
+
+  it('fetch-missing reads single objects with Range requests when few of a pack are missing', async () => {
+    const a = newStore();
+    await cas(a, ['pull', '--plain-http', `${reg.host}/test/app:v1`]);
+    await cas(a, ['push', '--plain-http', 'app:v1', `${reg.host}/test/one-pack:v1`]);
+    const c = newStore();
+    await cas(c, ['pull', '--plain-http', '--lazy', `${reg.host}/test/one-pack:v1`]);
+    // Give the store all objects but two: those come as two ranged reads of the one pack.
+    const all = imageNeeds(imageOf(a, 'app:v1')).objects;
+    expect((await cas(c, ['put', ...all.slice(2).map((d) => path.join(a, 'objects', d.slice(0, 2), d.slice(2)))])).code).toBe(0);
+    const f = JSON.parse((await cas(c, ['fetch-missing', '--json', 'one-pack:v1'])).stdout) as { fetched: number; requests: number };
+    expect(f).toMatchObject({ fetched: 2, requests: 2 });
+    expect([...objectSet(c).keys()]).toEqual(all);
+  });
+
+  it('corrupted blob bytes are detected and nothing is kept', async () => {
+    const proxy = await startProxy(reg.host, { corrupt: () => true });
+    try {
+      const s = newStore();
+      for (const ref of [`${proxy.host}/test/app:v1`, `${proxy.host}/test/app-cfs:v1`]) {
+        const r = await cas(s, ['pull', '--plain-http', ref]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(/digest mismatch/);
+        expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+        expect(visible(s)).toEqual([]);
+      }
+    } finally {
+      await proxy.stop();
+    }
+    // Only the object packs corrupted: the lazy image is fine, fetch-missing keeps nothing.
+    const a = newStore();
+    await cas(a, ['pull', '--plain-http', `${reg.host}/test/app:v1`]);
+    await cas(a, ['push', '--plain-http', 'app:v1', `${reg.host}/test/packed:v1`]);
+    const image = fs.readFileSync(path.join(a, 'refs', 'app:v1'));
+    const packsOnly = await startProxy(reg.host, { corrupt: () => true });
+    const lazyStore = newStore();
+    try {
+      const imgProxy = await startProxy(reg.host, {});
+      expect((await cas(lazyStore, ['pull', '--plain-http', '--lazy', `${imgProxy.host}/test/packed:v1`])).code).toBe(0);
+      await imgProxy.stop();
+      const rec = path.join(lazyStore, 'oci', 'images');
+      const [json] = fs.readdirSync(rec);
+      const meta = JSON.parse(fs.readFileSync(path.join(rec, json), 'utf8'));
+      meta.endpoint = packsOnly.host; // now served through the corrupting proxy
+      fs.writeFileSync(path.join(rec, json), JSON.stringify(meta));
+      const before = visible(lazyStore);
+      const f = await cas(lazyStore, ['fetch-missing', 'packed:v1']);
+      expect(f.code).toBe(1);
+      expect(f.stderr).toMatch(/digest mismatch/);
+      expect(visible(lazyStore)).toEqual(before);
+      expect(fs.readFileSync(path.join(lazyStore, 'refs', 'packed:v1')).equals(image)).toBe(true);
+    } finally {
+      await packsOnly.stop();
+    }
+  });
+
+  it('bearer-token auth with credentials from REGISTRY_AUTH_FILE; clear errors without them', async () => {
+    const proxy = await startProxy(reg.host, { bearer: { user: 'alice', password: 's3cret' } });
+    try {
+      const s = newStore();
+      const auth = path.join(tmpDir(), 'auth.json');
+      const ref = `${proxy.host}/test/app:v1`;
+      const none = await cas(s, ['pull', '--plain-http', ref]);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toMatch(/authentication failed \(HTTP 401; no credentials for 127\.0\.0\.1:\d+ in /);
+      fs.writeFileSync(auth, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from('alice:wrong').toString('base64') } } }));
+      const wrong = await cas(s, ['pull', '--plain-http', ref], { REGISTRY_AUTH_FILE: auth });
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toMatch(/authentication failed \(HTTP 401; as alice\)/);
+      expect(visible(s)).toEqual([]);
+      fs.writeFileSync(auth, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from('alice:s3cret').toString('base64') } } }));
+      const ok = await cas(s, ['pull', '--plain-http', ref], { REGISTRY_AUTH_FILE: auth });
+      expect(ok.stderr).toMatch(/3 of 3 layers fetched/);
+      expect(ok.code).toBe(0);
+      expect(proxy.urls.some((u) => u.startsWith('GET /token?') && u.includes('scope=repository%3Atest%2Fapp%3Apull'))).toBe(true);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('clear errors: missing manifest, unreachable registry, --lazy on a container image', async () => {
+    const s = newStore();
+    const missing = await cas(s, ['pull', '--plain-http', `${reg.host}/test/nope:v1`]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe(`cfs-cas: ${reg.host}/test/nope:v1: CFS_IO: manifest not found (HTTP 404)\n`);
+    const port = await freePort();
+    const down = await cas(s, ['pull', '--plain-http', `127.0.0.1:${port}/test/app:v1`]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(new RegExp(`^cfs-cas: 127\\.0\\.0\\.1:${port}/test/app: CFS_IO: cannot reach 127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`));
+    const lazy = await cas(s, ['pull', '--plain-http', '--lazy', `${reg.host}/test/app:v1`]);
+    expect(lazy.code).toBe(2);
+    expect(lazy.stderr).toMatch(/--lazy needs a composefs artifact/);
+    const badRef = await cas(s, ['pull', 'Not/A/Valid:Ref:x']);
+    expect(badRef.code).toBe(2);
+    expect(visible(s)).toEqual([]);
+  });
+});
