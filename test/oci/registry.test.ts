@@ -128,6 +128,31 @@ describe.skipIf(reason !== null)('registry', () => {
     expect(res.newObjects).toBe(1);
   });
 
+  it('an interrupted pull resumes: the layers it finished are not fetched again', async () => {
+    let blobGets = 0;
+    // The config is the first blob, then layers 1, 2, 3: break layer 3.
+    const proxy = await startProxy(reg.host, { corrupt: () => ++blobGets === 4 });
+    const store = newStore();
+    try {
+      const r = await cas(store, ['pull', '--plain-http', `${proxy.host}/test/app:v1`]);
+      expect(r.stderr).toMatch(/digest mismatch/);
+      expect(r.code).toBe(1);
+      expect(fs.readdirSync(path.join(store, 'refs'))).toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+    const again = await cas(store, ['pull', '--plain-http', '--json', `${reg.host}/test/app:v1`]);
+    expect(JSON.parse(again.stdout).blobs.map((b: { fetched: boolean }) => b.fetched)).toEqual([false, false, true]);
+    expect(imageOf(store, 'app:v1').equals(imageOf(a, 'app:v1'))).toBe(true);
+  });
+
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('shows progress per layer on a terminal', () => {
+    const store = newStore();
+    const cmd = `${process.execPath} bin/cfs-cas.js --store ${store} pull --plain-http ${reg.host}/test/app:v1`;
+    const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env: { ...process.env, REGISTRY_AUTH_FILE: '/nonexistent' } }).stdout;
+    for (const n of [1, 2, 3]) expect(out).toMatch(new RegExp(`layer ${n}/3 [0-9a-f]{12} done \\(\\d+ new objects\\)`));
+  });
+
   it('push → pull into an empty store gives the identical image and objects; --lazy + fetch-missing too', async () => {
     const p = await cas(a, ['push', '--plain-http', '--pack-size', '1000', 'app:v1', `${reg.host}/test/app-cfs:v1`]);
     expect(p.stderr).toMatch(/5 objects in 2 packs; uploaded 0 blobs/);
