@@ -294,7 +294,9 @@ async function fetchObjects(
   for (const d of wanted) {
     const loc = where.get(d);
     if (!loc) throw new CfsError(ErrorCode.Io, `the artifact has no object ${d}`, { input: reg.name });
-    byPack.set(loc.pack, [...(byPack.get(loc.pack) ?? []), loc]);
+    const list = byPack.get(loc.pack);
+    if (list) list.push(loc);
+    else byPack.set(loc.pack, [loc]);
   }
   const stage = store.makeStagingDir();
   const staged = new Map<string, { file: string; size: number }>();

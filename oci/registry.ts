@@ -195,14 +195,12 @@ export class Registry {
 
   /**
    * Bytes [offset, offset+size) of a blob, with a Range request; a server that ignores Range
-   * (200) is read from the start and the bytes before `offset` dropped.
+   * (200) is read from the start, the bytes before `offset` dropped and the rest not read.
    */
-  async blobRange(digest: string, offset: number, size: number): Promise<Readable> {
+  async blobRange(digest: string, offset: number, size: number): Promise<AsyncIterable<Buffer>> {
     const res = await this.request('GET', `${this.base}/blobs/${digest}`, { headers: { range: `bytes=${offset}-${offset + size - 1}` } });
     await this.blobStatus(res, digest);
-    const body = watchBody(res, this.blobInput(digest));
-    if (res.status === 206) return body.pipe(new SliceStream(0, size));
-    return body.pipe(new SliceStream(offset, size));
+    return slice(watchBody(res, this.blobInput(digest)), res.status === 206 ? 0 : offset, size, this.blobInput(digest));
   }
 
   private blobInput(digest: string): string {
@@ -320,22 +318,17 @@ export class VerifyingStream extends Transform {
   }
 }
 
-/** Drops `skip` bytes, passes `size`, then fails if the input ends early (extra bytes are ignored). */
-class SliceStream extends Transform {
-  private pos = 0;
-  constructor(
-    private readonly skip: number,
-    private readonly size: number,
-  ) {
-    super();
+/** Bytes [skip, skip+size) of a stream; stops reading there, fails if the stream ends first. */
+async function* slice(body: Readable, skip: number, size: number, input: string): AsyncGenerator<Buffer> {
+  let pos = 0;
+  const end = skip + size;
+  for await (const c of body) {
+    const chunk = c as Buffer;
+    const from = Math.max(0, skip - pos);
+    const to = Math.min(chunk.length, end - pos);
+    pos += chunk.length;
+    if (from < to) yield chunk.subarray(from, to);
+    if (pos >= end) return; // leaving the loop destroys the body
   }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    const from = Math.max(0, this.skip - this.pos);
-    const to = Math.min(chunk.length, this.skip + this.size - this.pos);
-    this.pos += chunk.length;
-    cb(null, from < to ? chunk.subarray(from, to) : undefined);
-  }
-  override _flush(cb: TransformCallback): void {
-    cb(this.pos < this.skip + this.size ? new Error(`short range read: ${Math.max(0, this.pos - this.skip)} of ${this.size} bytes`) : null);
-  }
+  throw new CfsError(ErrorCode.Io, `short range read: ${Math.max(0, pos - skip)} of ${size} bytes`, { input });
 }

@@ -62,6 +62,8 @@ export function visible(store: string): string[] {
 export interface ProxyOptions {
   /** Flip one byte of blob responses whose URL this accepts. */
   corrupt?: (url: string) => boolean;
+  /** Forward without the Range header (a server that always sends whole blobs). */
+  dropRange?: boolean;
   /** Demand a bearer token, issued at /token for these basic credentials. */
   bearer?: { user: string; password: string };
 }
@@ -91,6 +93,7 @@ export async function startProxy(target: string, opts: ProxyOptions): Promise<{ 
     }
     const headers = { ...req.headers };
     delete headers.authorization;
+    if (opts.dropRange) delete headers.range;
     const up = http.request({ host: target.split(':')[0], port: Number(target.split(':')[1]), method: req.method, path: url, headers }, (ur) => {
       res.writeHead(ur.statusCode ?? 502, ur.headers);
       let flipped = !(req.method === 'GET' && /\/blobs\/sha256:/.test(url) && (ur.statusCode === 200 || ur.statusCode === 206) && opts.corrupt?.(url));
