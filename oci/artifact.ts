@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { resolveImage } from '../cas/gc.js';
 import { Store, imageNeeds, objectRelPath } from '../cas/store.js';
@@ -86,39 +86,32 @@ export async function push(store: Store, spec: string, refText: string, opts: { 
   };
 
   store.lock('shared');
-  const stage = store.makeStagingDir();
-  try {
-    const packs: Pack[] = [];
-    for (const group of groupObjects(store, objects, opts.packSize ?? DEFAULT_PACK_SIZE)) {
-      const tmp = path.join(stage, `pack-${packs.length}`);
-      const pack = writePack(store, group, tmp);
-      packs.push(pack);
-      await upload({ mediaType: PACK_LAYER, digest: pack.digest, size: pack.size }, () => fs.createReadStream(tmp, { highWaterMark: 1 << 20 }), `pack ${packs.length} ${pack.digest.slice(7, 19)}`);
-      fs.rmSync(tmp);
-    }
-    res.packs = packs.length;
-    const imageDesc: Descriptor = { mediaType: IMAGE_LAYER, digest: sha256(data), size: data.length };
-    await upload(imageDesc, data, 'composefs image');
-    const index: ArtifactIndex = { image: { digest: imageHex, size: data.length }, packs };
-    const indexBytes = Buffer.from(JSON.stringify(index));
-    const configDesc: Descriptor = { mediaType: ARTIFACT_CONFIG, digest: sha256(indexBytes), size: indexBytes.length };
-    await upload(configDesc, indexBytes, 'index');
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.ociManifest,
-        artifactType: ARTIFACT_TYPE,
-        config: configDesc,
-        layers: [imageDesc, ...packs.map((p) => ({ mediaType: PACK_LAYER, digest: p.digest, size: p.size }))],
-        annotations: { 'org.composefs.image.digest': imageHex },
-      }),
-    );
-    await reg.pushManifest(ref.tag, MediaType.ociManifest, manifest);
-    res.manifest = sha256(manifest);
-    return res;
-  } finally {
-    fs.rmSync(stage, { recursive: true, force: true });
+  const packs: Pack[] = [];
+  for (const group of groupObjects(store, objects, opts.packSize ?? DEFAULT_PACK_SIZE)) {
+    const pack = describePack(store, group);
+    packs.push(pack);
+    await upload({ mediaType: PACK_LAYER, digest: pack.digest, size: pack.size }, () => Readable.from(packBytes(store, group)), `pack ${packs.length} ${pack.digest.slice(7, 19)}`);
   }
+  res.packs = packs.length;
+  const imageDesc: Descriptor = { mediaType: IMAGE_LAYER, digest: sha256(data), size: data.length };
+  await upload(imageDesc, data, 'composefs image');
+  const index: ArtifactIndex = { image: { digest: imageHex, size: data.length }, packs };
+  const indexBytes = Buffer.from(JSON.stringify(index));
+  const configDesc: Descriptor = { mediaType: ARTIFACT_CONFIG, digest: sha256(indexBytes), size: indexBytes.length };
+  await upload(configDesc, indexBytes, 'index');
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      artifactType: ARTIFACT_TYPE,
+      config: configDesc,
+      layers: [imageDesc, ...packs.map((p) => ({ mediaType: PACK_LAYER, digest: p.digest, size: p.size }))],
+      annotations: { 'org.composefs.image.digest': imageHex },
+    }),
+  );
+  await reg.pushManifest(ref.tag, MediaType.ociManifest, manifest);
+  res.manifest = sha256(manifest);
+  return res;
 }
 
 /** Consecutive runs of (sorted) objects of about `packSize` bytes. */
@@ -139,42 +132,46 @@ function* groupObjects(store: Store, objects: string[], packSize: number): Gener
   if (group.length) yield group;
 }
 
-/** A ustar archive of the objects at `file`, recording where each one's data starts. */
-function writePack(store: Store, group: { digest: string; size: number }[], file: string): Pack {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(file, 'wx', 0o600);
-  const buf = Buffer.alloc(1 << 20);
-  let off = 0;
-  const emit = (b: Buffer): void => {
-    hash.update(b);
-    let w = 0;
-    while (w < b.length) w += fs.writeSync(fd, b, w, b.length - w);
-    off += b.length;
-  };
-  const objects: [string, number, number][] = [];
-  try {
-    for (const { digest, size } of group) {
-      emit(ustarHeader(objectRelPath(digest), size));
-      objects.push([digest, off, size]);
-      const src = fs.openSync(store.objectPath(digest), 'r');
-      try {
-        let left = size;
-        while (left > 0) {
-          const n = fs.readSync(src, buf, 0, Math.min(buf.length, left), null);
-          if (n === 0) throw new CfsError(ErrorCode.Io, 'object shrank while being packed', { input: store.objectPath(digest) });
-          emit(buf.subarray(0, n));
-          left -= n;
-        }
-      } finally {
-        fs.closeSync(src);
+/**
+ * The bytes of a pack: a ustar archive of the objects, in order, then the two zero blocks.
+ * Deterministic, so it is generated once to learn its digest and again to upload it.
+ */
+function* packBytes(store: Store, group: { digest: string; size: number }[]): Generator<Buffer> {
+  for (const { digest, size } of group) {
+    yield ustarHeader(objectRelPath(digest), size);
+    const file = store.objectPath(digest);
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (let left = size; left > 0; ) {
+        const buf = Buffer.allocUnsafe(Math.min(1 << 20, left));
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) throw new CfsError(ErrorCode.Io, 'object shrank while being packed', { input: file });
+        left -= n;
+        yield buf.subarray(0, n);
       }
-      if (size % 512) emit(Buffer.alloc(512 - (size % 512)));
+    } finally {
+      fs.closeSync(fd);
     }
-    emit(Buffer.alloc(1024));
-  } finally {
-    fs.closeSync(fd);
+    if (size % 512) yield Buffer.alloc(512 - (size % 512));
   }
-  return { digest: `sha256:${hash.digest('hex')}`, size: off, objects };
+  yield Buffer.alloc(1024);
+}
+
+/** A pack's digest, size and where each object's data starts. */
+function describePack(store: Store, group: { digest: string; size: number }[]): Pack {
+  const hash = createHash('sha256');
+  let size = 0;
+  for (const b of packBytes(store, group)) {
+    hash.update(b);
+    size += b.length;
+  }
+  const objects: [string, number, number][] = [];
+  let off = 0;
+  for (const o of group) {
+    objects.push([o.digest, off + 512, o.size]);
+    off += 512 + Math.ceil(o.size / 512) * 512;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size, objects };
 }
 
 /** A ustar header for a regular file, mode 0644, owner 0, mtime 0. */

@@ -262,7 +262,7 @@ async function readLimited(res: Response, limit: number, tooLarge: () => CfsErro
 
 /** A response body as a Node stream that fails if no bytes arrive for STALL_MS. */
 function watchBody(res: Response, input: string): Readable {
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream, { highWaterMark: 1 << 20 });
   let timer: NodeJS.Timeout | null = null;
   const arm = (): void => {
     if (timer) clearTimeout(timer);

@@ -12,15 +12,19 @@ export interface Result {
 }
 
 /**
- * Run cfs-cas without blocking the event loop (the test's proxy must keep serving). A
+ * Run cfs-cas without blocking the event loop (the tests' proxies must keep serving). A
  * credentials file that does not exist keeps the user's own out of the test.
  */
 export function cas(store: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return run(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'cfs-cas.js'), '--store', store, ...args], {
+    REGISTRY_AUTH_FILE: path.join(store, '..', 'no-auth.json'),
+    ...env,
+  });
+}
+
+export function run(file: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'cfs-cas.js'), '--store', store, ...args], {
-      env: { ...process.env, CFS_DEBUG: undefined, REGISTRY_AUTH_FILE: path.join(store, '..', 'no-auth.json'), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(file, args, { cwd: PROJECT_ROOT, env: { ...process.env, CFS_DEBUG: undefined, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store, imageNeeds } from '../../cas/store.js';
 import { importTar } from '../../cas/tar.js';
 import { type LayerCompression, type RunningRegistry, freePort, pushTarImage, registryMissing, startRegistry } from '../../test-support/registry.js';
-import { type TarEntry, bytes, makeTar, tmpDir } from '../cas/helpers.js';
-import { cas, objectSet, startProxy, visible } from './helpers.js';
+import { type TarEntry, bytes, makeTar } from '../cas/helpers.js';
+import { cas, objectSet, run, startProxy, visible } from './helpers.js';
 
 const reason = registryMissing();
 if (reason) console.log(`registry tests skipped: ${reason}`);
@@ -60,7 +60,11 @@ describe.skipIf(reason !== null)('registry', () => {
   let layers: { tar: Buffer; compression: LayerCompression }[];
   /** A store with app:v1 pulled, pushed as app-cfs:v1 (small packs) and one-pack:v1. */
   let a: string;
+  /** Every test's stores live under here, removed after the last test. */
+  let root: string;
+  const tmpDir = (): string => fs.mkdtempSync(path.join(root, 't-'));
   beforeAll(async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-oci-'));
     reg = await startRegistry();
     layers = [
       { tar: await makeTar(L1), compression: 'none' },
@@ -68,7 +72,7 @@ describe.skipIf(reason !== null)('registry', () => {
       { tar: await makeTar(L3), compression: hasZstd ? 'zstd' : 'gzip' },
     ];
     await pushTarImage(`${reg.host}/test/app:v1`, layers, { index: true });
-    a = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-oci-')), 'store');
+    a = path.join(tmpDir(), 'store');
     for (const args of [
       ['pull', '--plain-http', `${reg.host}/test/app:v1`],
       ['push', '--plain-http', '--pack-size', '1000', 'app:v1', `${reg.host}/test/app-cfs:v1`],
@@ -80,7 +84,7 @@ describe.skipIf(reason !== null)('registry', () => {
   });
   afterAll(async () => {
     await reg?.stop();
-    if (a) fs.rmSync(path.dirname(a), { recursive: true, force: true });
+    if (root) fs.rmSync(root, { recursive: true, force: true });
   });
 
   const newStore = (): string => path.join(tmpDir(), 'store');
@@ -100,7 +104,7 @@ describe.skipIf(reason !== null)('registry', () => {
     const want = await importTar(expected, (await import('node:stream')).Readable.from([await makeTar(MERGED)]), { input: 'merged' });
     expected.close();
     expect(res.image).toBe(want.image);
-    const dump = spawnSync(process.execPath, [path.resolve('bin/cfs-dump.js'), 'ls', path.join(store, 'refs', 'app:v1')], { encoding: 'utf8' }).stdout;
+    const dump = (await run(process.execPath, ['bin/cfs-dump.js', 'ls', path.join(store, 'refs', 'app:v1')])).stdout;
     expect(dump).not.toMatch(/gone|etc\/link|tool-link|old1|old2|olddir\/f|\.wh\./);
     expect(dump).toMatch(/usr\/bin\/x-link/);
 
@@ -146,10 +150,10 @@ describe.skipIf(reason !== null)('registry', () => {
     expect(imageOf(store, 'app:v1').equals(imageOf(a, 'app:v1'))).toBe(true);
   });
 
-  it.skipIf(spawnSync('script', ['--version']).status !== 0)('shows progress per layer on a terminal', () => {
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('shows progress per layer on a terminal', async () => {
     const store = newStore();
     const cmd = `${process.execPath} bin/cfs-cas.js --store ${store} pull --plain-http ${reg.host}/test/app:v1`;
-    const out = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env: { ...process.env, REGISTRY_AUTH_FILE: '/nonexistent' } }).stdout;
+    const out = (await run('script', ['-qec', cmd, '/dev/null'], { REGISTRY_AUTH_FILE: '/nonexistent' })).stdout;
     for (const n of [1, 2, 3]) expect(out).toMatch(new RegExp(`layer ${n}/3 [0-9a-f]{12} done \\(\\d+ new objects\\)`));
   });
 
