@@ -6,10 +6,10 @@ export class Progress {
   constructor(private readonly out: NodeJS.WriteStream | null = process.stderr.isTTY ? process.stderr : null) {}
 
   /** Update the line for `label`: `done` of `total` bytes. */
-  update(label: string, done: number, total: number, force = false): void {
+  update(label: string, done: number, total: number): void {
     if (!this.out) return;
     const now = Date.now();
-    if (!force && now - this.last < 100) return;
+    if (now - this.last < 100) return; // at most 10 updates a second
     this.last = now;
     const pct = total > 0 ? Math.floor((done * 100) / total) : 100;
     this.out.write(`\r\x1b[K${label} ${mib(done)}/${mib(total)} MiB ${pct}%`);
