@@ -7,7 +7,7 @@
  *              objects: [[fs-verity hex, data offset, size], …]}]}
  *   layers[0]  IMAGE_LAYER: the composefs image, byte for byte
  *   layers[1…] PACK_LAYER: plain ustar archives of objects named XX/REST (as under objects/),
- *              sorted by digest and cut at --pack-size; packs[i] of the index is layers[i+1]
+ *              in tree order, cut by content near --pack-size; packs[i] of the index is layers[i+1]
  * Packs keep the manifest small and the upload to a few large blobs (per-object blobs would
  * mean one manifest entry and two or three HTTP requests per file, and hit manifest size limits
  * around 25k files); the offsets in the index let a lazy fetch read single objects with HTTP
@@ -21,7 +21,7 @@ import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { resolveImage } from '../cas/gc.js';
 import { Store, imageNeeds, objectRelPath } from '../cas/store.js';
-import { CfsError, ErrorCode, FsVerityHasher, MAX_IMAGE_SIZE, fsverityDigest } from '../format/index.js';
+import { CfsError, ErrorCode, FsVerityHasher, MAX_IMAGE_SIZE, S_IFMT, S_IFREG, decodeImage, fsverityDigest, type Inode } from '../format/index.js';
 import { loadBlob, loadImageRecord, saveBlob, saveImageRecord } from './meta.js';
 import { Progress } from './progress.js';
 import { formatReference, parseReference, type Reference } from './reference.js';
@@ -72,7 +72,7 @@ export async function push(store: Store, spec: string, refText: string, opts: { 
   const progress = opts.progress ?? new Progress(null);
   const { file, data } = resolveImage(store, spec);
   const imageHex = fsverityDigest(data).toString('hex');
-  const objects = imageNeeds(data, file).objects;
+  const objects = objectsInTreeOrder(data, file);
   const lacking = objects.filter((o) => !store.has(o));
   if (lacking.length) throw new CfsError(ErrorCode.Io, `the image needs ${lacking.length} objects the store lacks (see cfs-cas missing)`, { input: spec });
   const reg = new Registry(ref, { plainHttp: opts.plainHttp });
@@ -114,16 +114,41 @@ export async function push(store: Store, spec: string, refText: string, opts: { 
   return res;
 }
 
-/** Consecutive runs of (sorted) objects of about `packSize` bytes. */
+/** The objects of an image in the order its tree first names them (depth first, by name). */
+function objectsInTreeOrder(image: Buffer, input: string): string[] {
+  const out = new Set<string>();
+  const walk = (d: Inode): void => {
+    for (const e of d.children!) {
+      const rel = e.inode.payload?.replace(/^\/+/, '') ?? '';
+      if ((e.inode.mode & S_IFMT) === S_IFREG && /^[0-9a-f]{2}\/[0-9a-f]{62}$/.test(rel)) out.add(rel.replace('/', ''));
+      if (e.inode.children && !e.link) walk(e.inode);
+    }
+  };
+  walk(decodeImage(image, { input }).root);
+  return [...out];
+}
+
+/**
+ * Packs of about `packSize` bytes, cut where the content says: after an object whose digest is
+ * 0 modulo K (K a power of two near packSize / average object size), or at 4 x packSize. The
+ * objects go in tree order, so the files an update changes (a package's directory) sit in few
+ * packs, and a changed object moves no boundary but its own: the next version's push finds most
+ * packs already in the registry.
+ */
 function* groupObjects(store: Store, objects: string[], packSize: number): Generator<{ digest: string; size: number }[]> {
-  let group: { digest: string; size: number }[] = [];
-  let bytes = 0;
-  for (const digest of objects) {
+  const sized = objects.map((digest) => {
     const size = fs.statSync(store.objectPath(digest)).size;
     if (size > MAX_TAR_MEMBER) throw new CfsError(ErrorCode.TooLarge, `object of ${size} bytes is too large for a pack`, { input: digest });
-    group.push({ digest, size });
-    bytes += size;
-    if (bytes >= packSize) {
+    return { digest, size };
+  });
+  const average = Math.max(1, sized.reduce((n, o) => n + o.size, 0) / Math.max(1, sized.length));
+  const k = 2 ** Math.max(0, Math.round(Math.log2(packSize / average)));
+  let group: { digest: string; size: number }[] = [];
+  let bytes = 0;
+  for (const o of sized) {
+    group.push(o);
+    bytes += o.size;
+    if (parseInt(o.digest.slice(0, 8), 16) % k === 0 || bytes >= 4 * packSize) {
       yield group;
       group = [];
       bytes = 0;
