@@ -185,6 +185,23 @@ describe.skipIf(reason !== null)('registry', () => {
 
   });
 
+  it('pushing a changed image uploads only the packs around the change', async () => {
+    const s = newStore();
+    const files = (changed: number): TarEntry[] => [dir('d', 10), ...Array.from({ length: 40 }, (_, i) => file(`d/f${String(i).padStart(2, '0')}`, bytes(i === changed ? 1000 : 100 + i, 1000)))];
+    for (const [name, tarFile] of [['v1', await makeTar(files(-1))], ['v2', await makeTar(files(17))]] as const) {
+      fs.writeFileSync(path.join(path.dirname(s), `${name}.tar`), tarFile);
+      expect((await cas(s, ['import-tar', '--name', name, path.join(path.dirname(s), `${name}.tar`)])).code).toBe(0);
+    }
+    const push = async (name: string): Promise<{ packs: number; uploaded: number }> =>
+      JSON.parse((await cas(s, ['push', '--plain-http', '--json', '--pack-size', '5000', name, `${reg.host}/test/changed:${name}`])).stdout);
+    const v1 = await push('v1');
+    expect(v1.packs).toBeGreaterThanOrEqual(4);
+    expect(v1.uploaded).toBe(v1.packs + 2); // packs, image, index
+    const v2 = await push('v2');
+    expect(v2.uploaded - 2).toBeGreaterThanOrEqual(1);
+    expect(v2.uploaded - 2).toBeLessThanOrEqual(2); // the changed pack (and a neighbour if a boundary moved)
+  });
+
   it('fetch-missing reads single objects with Range requests when few of a pack are missing', async () => {
     // Through a proxy that drops Range headers as well: the whole blob comes, the slice is taken.
     const noRange = await startProxy(reg.host, { dropRange: true });
