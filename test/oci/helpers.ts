@@ -70,6 +70,8 @@ export interface ProxyOptions {
   dropRange?: boolean;
   /** Demand a bearer token, issued at /token for these basic credentials. */
   bearer?: { user: string; password: string };
+  /** Demand these basic credentials on every request (a registry with htpasswd auth). */
+  basic?: { user: string; password: string };
 }
 
 /** An HTTP proxy in front of a registry that can corrupt blobs or play a token-auth registry. */
@@ -94,6 +96,10 @@ export async function startProxy(target: string, opts: ProxyOptions): Promise<{ 
         res.writeHead(401, { 'www-authenticate': `Bearer realm="${self}/token",service="test-registry"` }).end();
         return;
       }
+    }
+    if (opts.basic && req.headers.authorization !== `Basic ${Buffer.from(`${opts.basic.user}:${opts.basic.password}`).toString('base64')}`) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="test-registry"' }).end();
+      return;
     }
     const headers = { ...req.headers };
     delete headers.authorization;

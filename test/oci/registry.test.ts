@@ -261,7 +261,7 @@ describe.skipIf(reason !== null)('registry', () => {
     }
   });
 
-  it('bearer-token auth with credentials from REGISTRY_AUTH_FILE; clear errors without them', async () => {
+  it('bearer-token and basic auth with credentials from REGISTRY_AUTH_FILE or DOCKER_CONFIG; clear errors without them', async () => {
     const proxy = await startProxy(reg.host, { bearer: { user: 'alice', password: 's3cret' } });
     try {
       const s = newStore();
@@ -282,6 +282,18 @@ describe.skipIf(reason !== null)('registry', () => {
       expect(proxy.urls.some((u) => u.startsWith('GET /token?') && u.includes('scope=repository%3Atest%2Fapp%3Apull'))).toBe(true);
     } finally {
       await proxy.stop();
+    }
+    // A registry that asks for Basic auth (htpasswd) gets the same credentials.
+    const basic = await startProxy(reg.host, { basic: { user: 'alice', password: 's3cret' } });
+    try {
+      const s = newStore();
+      const auth = path.join(tmpDir(), 'config.json');
+      fs.writeFileSync(auth, JSON.stringify({ auths: { [basic.host]: { auth: Buffer.from('alice:s3cret').toString('base64') } } }));
+      const ok = await cas(s, ['pull', '--plain-http', `${basic.host}/test/app:v1`], { REGISTRY_AUTH_FILE: undefined, DOCKER_CONFIG: path.dirname(auth) });
+      expect(ok.stderr).toMatch(/3 of 3 layers fetched/);
+      expect(ok.code).toBe(0);
+    } finally {
+      await basic.stop();
     }
   });
 
