@@ -82,10 +82,15 @@ export async function runOciBench(tmp: string): Promise<number> {
     line('skopeo copy img:v2 into the same layout', sk2?.seconds);
 
     // composefs artifacts
-    const push1 = runTimed(process.execPath, [CFS_CAS, '--store', store, 'push', '--plain-http', 'img:v1', `${reg.host}/bench/cfs:v1`]);
-    const push2 = runTimed(process.execPath, [CFS_CAS, '--store', store, 'push', '--plain-http', 'img:v2', `${reg.host}/bench/cfs:v2`]);
-    line('cfs-cas push img:v1 (artifact)', push1?.seconds);
-    line('cfs-cas push img:v2 (artifact, shared packs skipped)', push2?.seconds);
+    const push = (name: string): { seconds: number; res: { packs: number; uploaded: number; uploadedBytes: number } } | undefined => {
+      const r = runTimed(process.execPath, [CFS_CAS, '--store', store, 'push', '--plain-http', '--json', name, `${reg!.host}/bench/cfs:${name.slice(4)}`], { captureStdout: true });
+      return r && { seconds: r.seconds, res: JSON.parse(r.stdout) };
+    };
+    const push1 = push('img:v1');
+    const push2 = push('img:v2');
+    const pushed = (p: typeof push1): string => (p ? `${p.res.uploaded - 2} of ${p.res.packs} packs uploaded, ${mb(p.res.uploadedBytes)} MiB` : '');
+    line('cfs-cas push img:v1 (artifact)', push1?.seconds, pushed(push1));
+    line('cfs-cas push img:v2 (artifact)', push2?.seconds, pushed(push2));
     const store2 = path.join(tmp, 'oci-store2');
     const a1 = pull(store2, `${reg.host}/bench/cfs:v1`);
     line('cfs-cas pull cfs:v1 (artifact, empty store)', a1?.seconds, a1 ? `${mb(a1.res.transferredBytes)} MiB, ${a1.res.newObjects} objects` : '');
