@@ -89,18 +89,30 @@ export function zstdCompress(data: Buffer): Buffer {
   return r.stdout;
 }
 
+/** Docker's schema 2 media types (gzip layers only). */
+const DOCKER = {
+  layer: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  config: 'application/vnd.docker.container.image.v1+json',
+  manifest: MediaType.dockerManifest,
+  index: MediaType.dockerList,
+};
+const OCI = { config: 'application/vnd.oci.image.config.v1+json', manifest: MediaType.ociManifest, index: MediaType.ociIndex };
+
 /**
- * Push an OCI image of these tar layers (lowest first) as REF (plain HTTP), inside an index
- * with one linux/amd64 entry when `index` is set. Returns the manifest digest.
+ * Push an image of these tar layers (lowest first) as REF (plain HTTP), inside an index with
+ * one linux/amd64 entry when `index` is set; with `docker`, in Docker's schema 2 media types.
+ * Returns the digest REF names.
  */
-export async function pushTarImage(ref: string, layers: { tar: Buffer; compression: LayerCompression }[], opts: { index?: boolean } = {}): Promise<string> {
+export async function pushTarImage(ref: string, layers: { tar: Buffer; compression: LayerCompression }[], opts: { index?: boolean; docker?: boolean } = {}): Promise<string> {
   const reg = new Registry(parseReference(ref), { plainHttp: true });
+  const types = opts.docker ? DOCKER : OCI;
   const descs = [];
   for (const l of layers) {
+    if (opts.docker && l.compression !== 'gzip') throw new Error('docker images have gzip layers');
     const blob = l.compression === 'gzip' ? gzipSync(l.tar) : l.compression === 'zstd' ? zstdCompress(l.tar) : l.tar;
     const digest = sha(blob);
     if (!(await reg.hasBlob(digest))) await reg.pushBlob(digest, blob.length, blob);
-    descs.push({ mediaType: LAYER_TYPES[l.compression], digest, size: blob.length });
+    descs.push({ mediaType: opts.docker ? DOCKER.layer : LAYER_TYPES[l.compression], digest, size: blob.length });
   }
   const config = Buffer.from(
     JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: layers.map((l) => sha(l.tar)) } }),
@@ -108,23 +120,24 @@ export async function pushTarImage(ref: string, layers: { tar: Buffer; compressi
   const configDigest = sha(config);
   if (!(await reg.hasBlob(configDigest))) await reg.pushBlob(configDigest, config.length, config);
   const manifest = Buffer.from(
-    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length }, layers: descs }),
+    JSON.stringify({ schemaVersion: 2, mediaType: types.manifest, config: { mediaType: types.config, digest: configDigest, size: config.length }, layers: descs }),
   );
   const tag = parseReference(ref).tag!;
   if (!opts.index) {
-    await reg.pushManifest(tag, MediaType.ociManifest, manifest);
+    await reg.pushManifest(tag, types.manifest, manifest);
     return sha(manifest);
   }
-  await reg.pushManifest(sha(manifest), MediaType.ociManifest, manifest);
+  await reg.pushManifest(sha(manifest), types.manifest, manifest);
   const index = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
-      mediaType: MediaType.ociIndex,
+      mediaType: types.index,
       manifests: [
-        { mediaType: MediaType.ociManifest, digest: sha(manifest), size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } },
+        { mediaType: MediaType.ociManifest, digest: sha(manifest), size: manifest.length, platform: { os: 'linux', architecture: 'arm64' } },
+        { mediaType: types.manifest, digest: sha(manifest), size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } },
       ],
     }),
   );
-  await reg.pushManifest(tag, MediaType.ociIndex, index);
+  await reg.pushManifest(tag, types.index, index);
   return sha(index);
 }

@@ -119,6 +119,17 @@ describe.skipIf(reason !== null)('registry', () => {
     expect(again.transferredBytes).toBe(0);
   });
 
+  it('a Docker schema 2 manifest list with gzip layers gives the same image', async () => {
+    await pushTarImage(`${reg.host}/test/docker:v1`, layers.map((l) => ({ tar: l.tar, compression: 'gzip' as const })), { index: true, docker: true });
+    const store = newStore();
+    const r = await cas(store, ['pull', '--plain-http', `${reg.host}/test/docker:v1`]);
+    expect(r.code).toBe(0);
+    expect(imageOf(store, 'docker:v1').equals(imageOf(a, 'app:v1'))).toBe(true);
+    const other = await cas(store, ['pull', '--plain-http', '--platform', 'linux/s390x', `${reg.host}/test/docker:v1`]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/no manifest for linux\/s390x in the index \(has: linux\/arm64, linux\/amd64\)/);
+  });
+
   it('a second image sharing layers fetches only its new layer', async () => {
     const store = newStore();
     fs.cpSync(a, store, { recursive: true });
