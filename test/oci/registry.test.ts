@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store, imageNeeds } from '../../cas/store.js';
 import { importTar } from '../../cas/tar.js';
@@ -101,7 +102,7 @@ describe.skipIf(reason !== null)('registry', () => {
 
     // The expected tree, imported from one archive, gives the identical image.
     const expected = Store.open(path.join(tmpDir(), 'expected'), { create: true });
-    const want = await importTar(expected, (await import('node:stream')).Readable.from([await makeTar(MERGED)]), { input: 'merged' });
+    const want = await importTar(expected, Readable.from([await makeTar(MERGED)]), { input: 'merged' });
     expected.close();
     expect(res.image).toBe(want.image);
     const dump = (await run(process.execPath, ['bin/cfs-dump.js', 'ls', path.join(store, 'refs', 'app:v1')])).stdout;
@@ -199,10 +200,9 @@ describe.skipIf(reason !== null)('registry', () => {
   it('pushing a changed image uploads only the packs around the change', async () => {
     const s = newStore();
     const files = (changed: number): TarEntry[] => [dir('d', 10), ...Array.from({ length: 40 }, (_, i) => file(`d/f${String(i).padStart(2, '0')}`, bytes(i === changed ? 1000 : 100 + i, 1000)))];
-    for (const [name, tarFile] of [['v1', await makeTar(files(-1))], ['v2', await makeTar(files(17))]] as const) {
-      fs.writeFileSync(path.join(path.dirname(s), `${name}.tar`), tarFile);
-      expect((await cas(s, ['import-tar', '--name', name, path.join(path.dirname(s), `${name}.tar`)])).code).toBe(0);
-    }
+    const st = Store.open(s, { create: true });
+    for (const [name, changed] of [['v1', -1], ['v2', 17]] as const) await importTar(st, Readable.from([await makeTar(files(changed))]), { name, input: name });
+    st.close();
     const push = async (name: string): Promise<{ packs: number; uploaded: number }> =>
       JSON.parse((await cas(s, ['push', '--plain-http', '--json', '--pack-size', '5000', name, `${reg.host}/test/changed:${name}`])).stdout);
     const v1 = await push('v1');
@@ -222,7 +222,10 @@ describe.skipIf(reason !== null)('registry', () => {
         await cas(c, ['pull', '--plain-http', '--lazy', `${host}/test/one-pack:v1`]);
         // Give the store all objects but two: those come as two ranged reads of the one pack.
         const all = imageNeeds(imageOf(a, 'app:v1')).objects;
-        expect((await cas(c, ['put', ...all.slice(2).map((d) => path.join(a, 'objects', d.slice(0, 2), d.slice(2)))])).code).toBe(0);
+        for (const d of all.slice(2)) {
+          fs.mkdirSync(path.join(c, 'objects', d.slice(0, 2)), { recursive: true });
+          fs.copyFileSync(path.join(a, 'objects', d.slice(0, 2), d.slice(2)), path.join(c, 'objects', d.slice(0, 2), d.slice(2)));
+        }
         const f = await cas(c, ['fetch-missing', '--json', 'one-pack:v1']);
         expect(f.stderr).toBe('');
         expect(JSON.parse(f.stdout)).toMatchObject({ fetched: 2, requests: 2 });
