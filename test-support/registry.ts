@@ -35,16 +35,28 @@ export interface RunningRegistry {
   /** host:port */
   host: string;
   dir: string;
+  /** With TLS: the self-signed certificate clients must trust (NODE_EXTRA_CA_CERTS). */
+  cert?: string;
   stop(): Promise<void>;
 }
 
-export async function startRegistry(): Promise<RunningRegistry> {
+/** A registry on a free loopback port; with `tls`, HTTPS with a fresh self-signed certificate (openssl(1)). */
+export async function startRegistry(opts: { tls?: boolean } = {}): Promise<RunningRegistry> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-registry-'));
   const port = await freePort();
   const config = path.join(dir, 'config.yml');
+  let tls = '';
+  const cert = path.join(dir, 'cert.pem');
+  if (opts.tls) {
+    const key = path.join(dir, 'key.pem');
+    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { encoding: 'utf8' });
+    if (r.error || r.status !== 0) throw new Error(`openssl failed: ${r.error?.message ?? r.stderr}`);
+    tls = `  tls:\n    certificate: ${cert}\n    key: ${key}\n`;
+  }
   fs.writeFileSync(
     config,
-    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${tls}`,
   );
   const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -60,16 +72,21 @@ export async function startRegistry(): Promise<RunningRegistry> {
   };
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) break;
-    try {
-      const r = await fetch(`http://${host}/v2/`);
-      if (r.status === 200) return { host, dir, stop };
-    } catch {
-      /* not listening yet */
+    if (opts.tls ? await listening(port) : await fetch(`http://${host}/v2/`).then((r) => r.status === 200, () => false)) {
+      return { host, dir, stop, ...(opts.tls ? { cert } : {}) };
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   await stop();
   throw new Error(`docker-registry did not start: ${stderr.slice(-500)}`);
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
 }
 
 export type LayerCompression = 'none' | 'gzip' | 'zstd';

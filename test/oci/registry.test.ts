@@ -311,6 +311,26 @@ describe.skipIf(reason !== null)('registry', () => {
     }
   });
 
+  it.skipIf(spawnSync('openssl', ['version']).error !== undefined)('HTTPS: push and pull with a trusted certificate; a clear error with an untrusted one', async () => {
+    const tlsReg = await startRegistry({ tls: true });
+    try {
+      const trust = { NODE_EXTRA_CA_CERTS: tlsReg.cert };
+      const ref = `${tlsReg.host}/test/app-cfs:v1`;
+      const p = await cas(a, ['push', 'app:v1', ref], trust);
+      expect(p.stderr).toMatch(/uploaded \d+ blobs/);
+      expect(p.code).toBe(0);
+      const s = newStore();
+      const untrusted = await cas(s, ['pull', ref]);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toMatch(new RegExp(`^cfs-cas: ${tlsReg.host}/test/app-cfs: CFS_IO: cannot reach ${tlsReg.host}: .*certificate`));
+      const ok = await cas(s, ['pull', ref], trust);
+      expect(ok.code).toBe(0);
+      expect(imageOf(s, 'app-cfs:v1').equals(imageOf(a, 'app:v1'))).toBe(true);
+    } finally {
+      await tlsReg.stop();
+    }
+  });
+
   it('clear errors: missing manifest, unreachable registry, --lazy on a container image', async () => {
     const s = newStore();
     const missing = await cas(s, ['pull', '--plain-http', `${reg.host}/test/nope:v1`]);
