@@ -29,7 +29,7 @@ function envNum(name: string, fallback: number): number {
 }
 
 /** Deterministic bytes: an AES-CTR keystream. */
-function stream(seed: number, size: number): Buffer {
+export function stream(seed: number, size: number): Buffer {
   const key = Buffer.alloc(16);
   key.writeUInt32LE(seed, 0);
   return crypto.createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));

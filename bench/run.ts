@@ -28,7 +28,8 @@
  * The ostree section (bench/ostree.ts; BENCH_OSTREE_TREE) converts a commit of /usr/share in a
  * bare-user repo next to `ostree checkout` of it.
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack, ostree (default: all)
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack, ostree, oci (default: all)
+ *   BENCH_OCI_MB, BENCH_OCI_LAYERS, BENCH_OCI_FILES   the registry pull benchmark (bench/oci.ts)
  *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
@@ -45,6 +46,7 @@ import { generateDump } from './gen-dump.js';
 import { runMountBench } from './mount.js';
 import { runPackBench } from './pack.js';
 import { runOstreeBench } from './ostree.js';
+import { runOciBench } from './oci.js';
 import { Interrupted, SIGNAL_EXIT, envInt } from './util.js';
 
 /** Package root: this file runs as dist/bench/run.js. */
@@ -253,7 +255,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack', 'ostree'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack', 'ostree', 'oci'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -287,6 +289,7 @@ try {
   if (sections.has('dir') && runDirBench(tmp) !== 0) process.exitCode = 1;
   if (sections.has('mount') && runMountBench() !== 0) process.exitCode = 1;
   if (sections.has('pack') && runPackBench() !== 0) process.exitCode = 1;
+  if (sections.has('oci') && (await runOciBench(tmp)) !== 0) process.exitCode = 1;
   if (sections.has('json')) {
     // cfs-writer-json's own benchmark: TOC entries/s and blob import MB/s next to gzip -dc
     const args = [String(envInt('BENCH_JSON_ENTRIES', 200_000, 1)), String(envInt('BENCH_JSON_MB', 64, 1))];

@@ -6,6 +6,9 @@ import { CfsError, ErrorCode, MAX_IMAGE_SIZE } from '../format/index.js';
 import { fsck, gc, missingObjects } from './gc.js';
 import { Store, checkDigest, defaultStorePath } from './store.js';
 import { importTar } from './tar.js';
+import { fetchMissing, push } from '../oci/artifact.js';
+import { Progress } from '../oci/progress.js';
+import { pull } from '../oci/pull.js';
 
 const TOOL = 'cfs-cas';
 
@@ -162,6 +165,58 @@ Examples:
             `${TOOL}: ${r.entries} entries; objects: ${r.newObjects} new (${r.newBytes} bytes), ${r.dedupObjects} deduplicated (${r.dedupBytes} bytes)\n`,
           );
         }
+      }),
+    );
+
+  cmd('pull', 'pull an OCI/Docker image (or a composefs artifact) from a registry into the store')
+    .argument('<REF>', 'e.g. quay.io/fedora/fedora:41, localhost:5000/app@sha256:…')
+    .option('--name <NAME>', 'ref to point at the image (default: REPO-BASENAME:TAG)')
+    .option('--plain-http', 'talk HTTP, not HTTPS (loopback registries)')
+    .option('--lazy', 'composefs artifacts: fetch only the image; objects later with fetch-missing')
+    .option('--platform <OS/ARCH>', 'entry to pick from a multi-platform index', 'linux/amd64')
+    .option('--jobs <N>', 'parallel object downloads', '8')
+    .option('--json', 'JSON output')
+    .action((ref: string, o: StoreOpt & { name?: string; plainHttp?: boolean; lazy?: boolean; platform: string; jobs: string }) =>
+      withStore(o, true, async (s) => {
+        const r = await pull(s, ref, { name: o.name, plainHttp: o.plainHttp, lazy: o.lazy, platform: o.platform, jobs: intOption('--jobs', o.jobs, 1, 64), progress: new Progress() });
+        if (o.json) json(r);
+        else {
+          out.write(`${r.image}\n`);
+          const fetched = r.blobs.filter((b) => b.fetched).length;
+          const layers = r.kind === 'image' ? `${fetched} of ${r.blobs.length} layers fetched, ` : '';
+          const left = r.missing ? `; ${r.missing} objects left to fetch-missing` : '';
+          process.stderr.write(`${TOOL}: ${r.name}: ${layers}${r.transferredBytes} bytes transferred, ${r.newObjects} new objects${left}\n`);
+        }
+      }),
+    );
+
+  cmd('push', 'publish an image and its objects to a registry as a composefs artifact')
+    .argument('<IMAGE>', 'ref name, image digest or image file')
+    .argument('<REF>', 'HOST/REPO:TAG')
+    .option('--plain-http', 'talk HTTP, not HTTPS (loopback registries)')
+    .option('--pack-size <BYTES>', 'objects per pack layer, in bytes (default 64 MiB)')
+    .option('--json', 'JSON output')
+    .action((image: string, ref: string, o: StoreOpt & { plainHttp?: boolean; packSize?: string }) =>
+      withStore(o, false, async (s) => {
+        const packSize = o.packSize !== undefined ? intOption('--pack-size', o.packSize, 1) : undefined;
+        const r = await push(s, image, ref, { plainHttp: o.plainHttp, packSize, progress: new Progress() });
+        if (o.json) json(r);
+        else {
+          out.write(`${r.manifest}\n`);
+          process.stderr.write(`${TOOL}: ${r.reference}: ${r.objects} objects in ${r.packs} packs; uploaded ${r.uploaded} blobs (${r.uploadedBytes} bytes)\n`);
+        }
+      }),
+    );
+
+  cmd('fetch-missing', 'fetch the objects an image lacks from the artifact it was pulled from')
+    .argument('<IMAGE>', 'ref name, image digest or image file')
+    .option('--jobs <N>', 'parallel downloads', '8')
+    .option('--json', 'JSON output')
+    .action((image: string, o: StoreOpt & { jobs: string }) =>
+      withStore(o, false, async (s) => {
+        const r = await fetchMissing(s, image, { jobs: intOption('--jobs', o.jobs, 1, 64), progress: new Progress() });
+        if (o.json) json(r);
+        else process.stderr.write(`${TOOL}: ${r.fetched} objects fetched (${r.bytes} bytes, ${r.requests} requests)\n`);
       }),
     );
 

@@ -74,8 +74,12 @@ interface Staged {
   size: number;
 }
 
-/** Import one tar stream; `input` names it in errors. */
-export async function importTar(store: Store, stream: Readable, opts: { name?: string; input: string }): Promise<ImportResult> {
+/**
+ * Import one tar stream; `input` names it in errors. `beforeCommit` runs once the archive has
+ * parsed and before any object or the image becomes visible (a caller's last check, such as the
+ * digest of the bytes it streamed in); if it throws, the store stays as it was.
+ */
+export async function importTar(store: Store, stream: Readable, opts: { name?: string; input: string; beforeCommit?: () => Promise<void> }): Promise<ImportResult> {
   const input = opts.input;
   const bad = (msg: string): CfsError => new CfsError(ErrorCode.InvalidTree, msg, { input });
   if (opts.name !== undefined) checkRefName(opts.name); // before reading anything
@@ -156,6 +160,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
     settleHardlinks(root);
     const image = encodeImage(root, { input });
     await writeback;
+    await opts.beforeCommit?.();
 
     // Durable before visible: staged data into objects/, then register.
     const t = store.commitStagedAll(stageDir, staged);
@@ -308,7 +313,7 @@ function place(root: Inode, parts: string[], inode: Inode, link: boolean, where:
 }
 
 /** nlink = names per inode; the first name depth-first owns a hardlinked inode. */
-function settleHardlinks(root: Inode): void {
+export function settleHardlinks(root: Inode): void {
   const count = new Map<Inode, number>();
   const walk = (d: Inode, visit: (e: Dirent) => void): void => {
     for (const e of d.children!) {
@@ -337,7 +342,7 @@ function settleHardlinks(root: Inode): void {
 }
 
 /** The objects a finished tree needs and their total size, as imageNeeds would find them. */
-function treeNeeds(root: Inode): { objects: string[]; logical: number } {
+export function treeNeeds(root: Inode): { objects: string[]; logical: number } {
   const objects = new Set<string>();
   let logical = 0;
   const walk = (d: Inode): void => {

@@ -2,7 +2,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { afterEach } from 'vitest';
 import { Store } from '../../cas/store.js';
 
@@ -21,28 +20,7 @@ export function tmpStore(): Store {
   return Store.open(path.join(tmpDir(), 'store'), { create: true });
 }
 
-export interface TarEntry {
-  header: tar.Header & { pax?: Record<string, string> };
-  data?: Buffer | string;
-}
-
-/** Build an archive with tar-stream's own encoder. */
-export async function makeTar(entries: TarEntry[]): Promise<Buffer> {
-  const p = tar.pack();
-  const out: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) out.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const data = typeof e.data === 'string' ? Buffer.from(e.data) : e.data;
-    const h = { mtime: new Date(1_700_000_000_000), ...e.header };
-    if (data) h.size = data.length;
-    await new Promise<void>((res, rej) => p.entry(h, data ?? Buffer.alloc(0), (err) => (err ? rej(err) : res())));
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(out);
-}
+export { type TarEntry, makeTar } from '../../test-support/tar.js';
 
 /** Rewrite the ustar size field (octal, 12 bytes at 124) of the header at `off` and fix its checksum. */
 export function patchSize(archive: Buffer, off: number, size: number): Buffer {
