@@ -15,8 +15,8 @@ import { GUEST_DIR, BUSYBOX } from './initramfs.js';
 import { atLeast } from './kernels.js';
 import { vectorCase } from './vector-manifest.js';
 
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SHARED = process.env.CFS_SHARED_DIR ?? path.resolve(PROJECT_ROOT, '../shared');
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SHARED = process.env.CFS_SHARED_DIR ?? path.resolve(PROJECT_ROOT, '../shared');
 
 /**
  * Vector dumps mounted too: hardlinks, large sparse sizes (up to 2^53), devices, xattrs (shared,

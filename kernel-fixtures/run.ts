@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { kernelHas } from '../mount/kernel.js';
 import { NEGATIVE_CONTROLS, VECTOR_CASES, expectations, stageComposefs, type Staged } from './composefs.js';
 import { BUSYBOX, DEBIAN_KERNELS, GUEST_DIR, QEMU, fetchKernel, parseResults, runGuest } from './index.js';
+import { PACKED_ROOT_CHECKS, runPackedRoot } from './packed-root.js';
 import { judge, type Run } from './report.js';
 
 const BOOT_TIMEOUT_MS = Number(process.env.CFS_BOOT_TIMEOUT_MS ?? 180_000);
@@ -127,11 +128,20 @@ async function main(): Promise<number> {
     if (only && !only.includes('host')) console.log('host kernel run skipped: not in CFS_KERNELS');
     else if (kernelHas('erofs') && kernelHas('overlay')) pending.unshift(runHost(staged, work));
     else console.log('host kernel run skipped: no erofs or overlay in /proc/filesystems');
+    // cfs-pack's microVM case: a packed tree as the root block device
+    const packed = !only || only.includes('packed-root') ? runPackedRoot(work, BOOT_TIMEOUT_MS).catch((e: Error) => ({ kernel: 'packed root', results: [], error: e.message })) : null;
     const runs = await Promise.all(pending);
+    const packedRun = await packed;
     console.log(`total ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const v = judge(runs, requiredChecks(), EXPECTED_FAILS);
     console.log(v.text);
-    return v.failed === 0 ? 0 : 1;
+    let failed = v.failed;
+    if (packedRun) {
+      const p = judge([packedRun], PACKED_ROOT_CHECKS, new Map());
+      console.log(p.text);
+      failed += p.failed;
+    }
+    return failed === 0 ? 0 : 1;
   } finally {
     if (unmountUnder(work) === 0) fs.rmSync(work, { recursive: true, force: true });
     else console.log(`left ${work} in place: something was still mounted under it`);
