@@ -23,7 +23,10 @@
  * directory-writer benchmark against mkcomposefs on real trees (bench/dir.ts; BENCH_DIR_*) and the
  * mount benchmark, composefs vs squashfs vs erofs (bench/mount.ts, needs root; BENCH_MOUNT_TREE).
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json (default: all)
+ * and the FUSE benchmark, cfs-mount --fuse vs squashfuse vs the kernel mount (bench/fuse.ts, needs
+ * root; BENCH_FUSE_TREE).
+ *
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, fuse (default: all)
  *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
  * Never fails on slowness; exits non-zero only if a tool invocation fails (or on bad settings).
@@ -37,6 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { runCasBench } from './cas.js';
 import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
+import { runFuseBench } from './fuse.js';
 import { runMountBench } from './mount.js';
 import { Interrupted, SIGNAL_EXIT, envInt } from './util.js';
 
@@ -246,7 +250,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'fuse'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -279,6 +283,7 @@ try {
   if (sections.has('cas') && (await runCasBench(tmp)) !== 0) process.exitCode = 1;
   if (sections.has('dir') && runDirBench(tmp) !== 0) process.exitCode = 1;
   if (sections.has('mount') && runMountBench() !== 0) process.exitCode = 1;
+  if (sections.has('fuse') && runFuseBench() !== 0) process.exitCode = 1;
   if (sections.has('json')) {
     // cfs-writer-json's own benchmark: TOC entries/s and blob import MB/s next to gzip -dc
     const args = [String(envInt('BENCH_JSON_ENTRIES', 200_000, 1)), String(envInt('BENCH_JSON_MB', 64, 1))];
