@@ -104,4 +104,4 @@ export const KSTATFS = { SIZE: 80, blocks: 0, bfree: 8, bavail: 16, files: 24, f
 export const DIRENT = { SIZE: 24, ino: 0, off: 8, namelen: 16, type: 20 } as const;
 export const direntSize = (nameLen: number): number => (DIRENT.SIZE + nameLen + 7) & ~7;
 
-export const Errno = { ENOENT: 2, EIO: 5, EBADF: 9, ERANGE: 34, ENOSYS: 38, EROFS: 30, ENODATA: 61, EPROTO: 71 } as const;
+export const Errno = { ENOENT: 2, EIO: 5, EBADF: 9, ENOTDIR: 20, ERANGE: 34, ENOSYS: 38, EROFS: 30, ENODATA: 61, EPROTO: 71 } as const;

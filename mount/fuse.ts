@@ -10,8 +10,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { type Inode, S_IFDIR, S_IFMT, S_IFREG, decodeImage, findChild } from '../format/index.js';
+import { type Inode, S_IFDIR, S_IFMT, S_IFREG, findChild } from '../format/index.js';
 import { fuseMount, fuseUnmount } from './fuse-dev.js';
+import { CfsError, ErrorCode } from '../format/index.js';
 import {
   ATTR,
   ATTR_OUT,
@@ -62,11 +63,6 @@ interface Node {
   parent: number;
   /** First name (latin1 bytes), for log lines. */
   name: string;
-}
-
-interface Handle {
-  fd: number | null;
-  content: Buffer | null;
 }
 
 /** The decoded tree with node ids: nodes[id], id 1 = root, hardlinks share one id. */
@@ -130,28 +126,43 @@ function fillEntry(b: Buffer, off: number, id: number, inode: Inode): void {
 /** A store-relative payload must stay inside its base directory, as overlayfs lookups do. */
 const safePayload = (p: string): boolean => p.split('/').every((c) => c !== '..' && c !== '.');
 
-/** The request handlers; `reply` writes one answer to /dev/fuse. */
+/** File handles at and above this are inline contents: fh - INLINE_FH is the node id. Below: object fds. */
+const INLINE_FH = 2 ** 32;
+
+/**
+ * The request handlers, synchronous: each request is answered before the next is read, so a
+ * server thread is woken once per request, as squashfuse is. Object fds are the file handles,
+ * so any server thread can read and release what another opened.
+ */
 export class FuseServer {
-  private readonly handles = new Map<number, Handle>();
-  private nextHandle = 1;
   private readonly logged = new Set<number>();
   constructor(
     private readonly view: ImageView,
     private readonly basedirs: string[],
-    private readonly send: (reply: Buffer) => void,
+    private readonly devFd: number,
     private readonly log: (line: string) => void,
   ) {}
 
-  private reply(unique: bigint, error: number, body?: Buffer, bodyLen = body?.length ?? 0): void {
-    const out = Buffer.allocUnsafe(OUT_HEADER.SIZE + bodyLen);
+  private send(b: Buffer): void {
+    try {
+      fs.writeSync(this.devFd, b, 0, b.length);
+    } catch (e) {
+      // ENOENT: the request was interrupted meanwhile; ENODEV: unmounted
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENODEV') this.log(`writing a FUSE reply failed: ${code}`);
+    }
+  }
+
+  private reply(unique: bigint, error: number, body?: Buffer): void {
+    const out = Buffer.allocUnsafe(OUT_HEADER.SIZE + (body?.length ?? 0));
     out.writeUInt32LE(out.length, OUT_HEADER.len);
     out.writeInt32LE(-error, OUT_HEADER.error);
     out.writeBigUInt64LE(unique, OUT_HEADER.unique);
-    if (body) body.copy(out, OUT_HEADER.SIZE, 0, bodyLen);
+    body?.copy(out, OUT_HEADER.SIZE);
     this.send(out);
   }
 
-  /** Reply with a buffer that already has room for the out header at its start. */
+  /** Reply with a buffer that has room for the out header at its start. */
   private replyRaw(unique: bigint, out: Buffer, len: number): void {
     out.writeUInt32LE(len, OUT_HEADER.len);
     out.writeInt32LE(0, OUT_HEADER.error);
@@ -159,23 +170,33 @@ export class FuseServer {
     this.send(len === out.length ? out : out.subarray(0, len));
   }
 
-  /** Handle one request; returns true for DESTROY. */
+  /** Handle one request; returns false when the kernel ends the session (DESTROY). */
   handle(req: Buffer): boolean {
     const opcode = req.readUInt32LE(IN_HEADER.opcode);
     const unique = req.readBigUInt64LE(IN_HEADER.unique);
+    try {
+      return this.dispatch(opcode, unique, req);
+    } catch (e) {
+      this.log(`request ${opcode} failed: ${(e as Error).message}`);
+      this.reply(unique, Errno.EIO);
+      return true;
+    }
+  }
+
+  private dispatch(opcode: number, unique: bigint, req: Buffer): boolean {
     const nodeid = Number(req.readBigUInt64LE(IN_HEADER.nodeid));
     const body = req.subarray(IN_HEADER.SIZE, req.readUInt32LE(IN_HEADER.len));
-    const node = this.view.nodes[nodeid];
     switch (opcode) {
       case Op.INIT:
-        return this.init(unique, body), false;
+        this.init(unique, body);
+        return true;
       case Op.FORGET:
       case Op.BATCH_FORGET:
       case Op.INTERRUPT:
-        return false; // no reply; nodes live as long as the mount
+        return true; // no reply; nodes live as long as the mount
       case Op.DESTROY:
         this.reply(unique, 0);
-        return true;
+        return false;
       case Op.STATFS: {
         const b = Buffer.alloc(KSTATFS.SIZE);
         b.writeBigUInt64LE(BigInt(this.view.nodes.length - 1), KSTATFS.files);
@@ -183,10 +204,27 @@ export class FuseServer {
         b.writeUInt32LE(255, KSTATFS.namelen);
         b.writeUInt32LE(4096, KSTATFS.frsize);
         this.reply(unique, 0, b);
-        return false;
+        return true;
       }
+      case Op.READ:
+        this.read(unique, Number(body.readBigUInt64LE(READ_IN.fh)), Number(body.readBigUInt64LE(READ_IN.offset)), body.readUInt32LE(READ_IN.size));
+        return true;
+      case Op.RELEASE: {
+        const fh = Number(body.readBigUInt64LE(RELEASE_IN.fh));
+        if (fh < INLINE_FH) fs.closeSync(fh);
+        this.reply(unique, 0);
+        return true;
+      }
+      case Op.RELEASEDIR:
+      case Op.FLUSH:
+        this.reply(unique, 0);
+        return true;
     }
-    if (!node) return this.reply(unique, Errno.ENOENT), false;
+    const node = this.view.nodes[nodeid];
+    if (!node) {
+      this.reply(unique, Errno.ENOENT);
+      return true;
+    }
     const inode = node.inode;
     switch (opcode) {
       case Op.LOOKUP: {
@@ -215,19 +253,8 @@ export class FuseServer {
       case Op.OPEN:
         this.open(unique, nodeid, inode, body.readUInt32LE(OPEN_IN.flags));
         break;
-      case Op.READ:
-        this.read(unique, body.readBigUInt64LE(READ_IN.fh), Number(body.readBigUInt64LE(READ_IN.offset)), body.readUInt32LE(READ_IN.size));
-        break;
-      case Op.RELEASE: {
-        const fh = Number(body.readBigUInt64LE(RELEASE_IN.fh));
-        const h = this.handles.get(fh);
-        this.handles.delete(fh);
-        if (h?.fd != null) fs.close(h.fd, () => {});
-        this.reply(unique, 0);
-        break;
-      }
       case Op.OPENDIR: {
-        if ((inode.mode & S_IFMT) !== S_IFDIR) return this.reply(unique, 20 /* ENOTDIR */), false;
+        if ((inode.mode & S_IFMT) !== S_IFDIR) return this.reply(unique, Errno.ENOTDIR), true;
         const out = Buffer.alloc(OPEN_OUT.SIZE);
         out.writeUInt32LE(FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, OPEN_OUT.openFlags);
         this.reply(unique, 0, out);
@@ -236,10 +263,6 @@ export class FuseServer {
       case Op.READDIR:
       case Op.READDIRPLUS:
         this.readdir(unique, nodeid, node, Number(body.readBigUInt64LE(READ_IN.offset)), body.readUInt32LE(READ_IN.size), opcode === Op.READDIRPLUS);
-        break;
-      case Op.RELEASEDIR:
-      case Op.FLUSH:
-        this.reply(unique, 0);
         break;
       case Op.GETXATTR: {
         const size = body.readUInt32LE(GETXATTR_IN.size);
@@ -257,7 +280,7 @@ export class FuseServer {
       default:
         this.reply(unique, Errno.ENOSYS);
     }
-    return false;
+    return true;
   }
 
   private init(unique: bigint, body: Buffer): void {
@@ -290,20 +313,17 @@ export class FuseServer {
     else this.reply(unique, 0, data);
   }
 
+  private opened(unique: bigint, fh: number): void {
+    const out = Buffer.alloc(OPEN_OUT.SIZE);
+    out.writeBigUInt64LE(BigInt(fh), OPEN_OUT.fh);
+    out.writeUInt32LE(FOPEN_KEEP_CACHE, OPEN_OUT.openFlags);
+    this.reply(unique, 0, out);
+  }
+
   private open(unique: bigint, id: number, inode: Inode, flags: number): void {
     if ((flags & 3) !== fs.constants.O_RDONLY) return this.reply(unique, Errno.EROFS);
-    const done = (h: Handle): void => {
-      const fh = this.nextHandle++;
-      this.handles.set(fh, h);
-      const out = Buffer.alloc(OPEN_OUT.SIZE);
-      out.writeBigUInt64LE(BigInt(fh), OPEN_OUT.fh);
-      out.writeUInt32LE(FOPEN_KEEP_CACHE, OPEN_OUT.openFlags);
-      this.reply(unique, 0, out);
-    };
     const payload = inode.payload;
-    if ((inode.mode & S_IFMT) !== S_IFREG || inode.content !== null || !payload || inode.size === 0) {
-      return done({ fd: null, content: Buffer.from(inode.content ?? '', 'latin1') });
-    }
+    if ((inode.mode & S_IFMT) !== S_IFREG || inode.content !== null || !payload || inode.size === 0) return this.opened(unique, INLINE_FH + id);
     const fail = (why: string): void => {
       if (!this.logged.has(id)) {
         this.logged.add(id);
@@ -312,40 +332,41 @@ export class FuseServer {
       this.reply(unique, Errno.EIO);
     };
     if (!safePayload(payload)) return fail(`object path ${JSON.stringify(payload)} leaves the base directory`);
-    const rel = Buffer.from(payload.replace(/^\/+/, ''), 'latin1');
-    const tryBase = (i: number): void => {
-      if (i === this.basedirs.length) return fail(`object ${payload.replace(/^\/+/, '')} not found in ${this.basedirs.join(', ')}`);
-      const p = Buffer.concat([Buffer.from(this.basedirs[i] + '/'), rel]);
-      fs.open(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (err, fd) => {
-        if (!err) return done({ fd, content: null });
-        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return tryBase(i + 1);
-        fail(`object ${payload} in ${this.basedirs[i]}: ${err.code ?? err.message}`);
-      });
-    };
-    tryBase(0);
+    const rel = payload.replace(/^\/+/, '');
+    const relBuf = Buffer.from(rel, 'latin1');
+    for (const base of this.basedirs) {
+      try {
+        const fd = fs.openSync(Buffer.concat([Buffer.from(base + '/'), relBuf]), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        return this.opened(unique, fd);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') return fail(`object ${rel} in ${base}: ${code ?? (e as Error).message}`);
+      }
+    }
+    fail(`object ${rel} not found in ${this.basedirs.join(', ')}`);
   }
 
-  private read(unique: bigint, fhBig: bigint, offset: number, size: number): void {
-    const h = this.handles.get(Number(fhBig));
-    if (!h) return this.reply(unique, Errno.EBADF);
+  private read(unique: bigint, fh: number, offset: number, size: number): void {
     const out = Buffer.allocUnsafe(OUT_HEADER.SIZE + size);
-    if (h.content) {
-      const n = offset < h.content.length ? h.content.copy(out, OUT_HEADER.SIZE, offset, Math.min(h.content.length, offset + size)) : 0;
+    if (fh >= INLINE_FH) {
+      const content = Buffer.from(this.view.nodes[fh - INLINE_FH]?.inode.content ?? '', 'latin1');
+      const n = offset < content.length ? content.copy(out, OUT_HEADER.SIZE, offset, Math.min(content.length, offset + size)) : 0;
       return this.replyRaw(unique, out, OUT_HEADER.SIZE + n);
     }
-    fs.read(h.fd!, out, OUT_HEADER.SIZE, size, offset, (err, n) => {
-      if (err) {
-        this.log(`reading an object failed: ${err.code ?? err.message}`);
-        return this.reply(unique, Errno.EIO);
-      }
-      this.replyRaw(unique, out, OUT_HEADER.SIZE + n);
-    });
+    let n: number;
+    try {
+      n = fs.readSync(fh, out, OUT_HEADER.SIZE, size, offset);
+    } catch (e) {
+      this.log(`reading an object failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      return this.reply(unique, Errno.EIO);
+    }
+    this.replyRaw(unique, out, OUT_HEADER.SIZE + n);
   }
 
   /** Entries are ".", "..", then the children in image order; the offset cookie is the next index. */
   private readdir(unique: bigint, id: number, node: Node, offset: number, size: number, plus: boolean): void {
     const children = node.inode.children;
-    if (!children) return this.reply(unique, 20 /* ENOTDIR */);
+    if (!children) return this.reply(unique, Errno.ENOTDIR);
     const out = Buffer.alloc(OUT_HEADER.SIZE + size);
     let pos = OUT_HEADER.SIZE;
     const total = children.length + 2;
@@ -367,12 +388,6 @@ export class FuseServer {
     }
     this.replyRaw(unique, out, pos);
   }
-
-  /** Close every object still open (the mount is gone). */
-  closeAll(): void {
-    for (const h of this.handles.values()) if (h.fd !== null) fs.closeSync(h.fd);
-    this.handles.clear();
-  }
 }
 
 const cString = (b: Buffer): string => {
@@ -380,64 +395,59 @@ const cString = (b: Buffer): string => {
   return b.toString('latin1', 0, end < 0 ? b.length : end);
 };
 
+/** Server threads: each blocks in read(2) on /dev/fuse, so one slow disk read does not stall the rest. */
+const THREADS = 2;
+
+type WorkerMessage =
+  | { decoded: true }
+  | { error: { code?: ErrorCode; message: string; offset?: number } }
+  | { log: string }
+  | { ready: true }
+  | { end: string | null };
+
 /**
  * Decode the image, mount it at `target` and serve until it is unmounted (fusermount3 -u,
  * SIGINT, SIGTERM). Image errors are thrown before anything is mounted.
  */
 export async function serveFuse(o: FuseServeOptions): Promise<void> {
-  const { root } = decodeImage(fs.readFileSync(o.image), { input: o.image });
-  const view = new ImageView(root);
-  const fsname = 'composefs:' + path.basename(o.image).replace(/[^\w.+-]/g, '_');
-  const devFd = fuseMount(o.target, ['ro', 'nosuid', 'nodev', 'default_permissions', `fsname=${fsname}`, 'subtype=composefs']);
-  const send = (b: Buffer): void => {
-    try {
-      fs.writeSync(devFd, b, 0, b.length);
-    } catch (e) {
-      // ENOENT: the request was interrupted meanwhile; ENODEV: unmounted
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ENODEV') o.log(`writing a FUSE reply failed: ${code}`);
-    }
-  };
-  const server = new FuseServer(view, o.basedirs, send, o.log);
+  const workers: Worker[] = [];
+  const ended: Promise<void>[] = [];
+  let devFd = -1;
   const stop = (): void => void fuseUnmount(o.target, true);
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-  const worker = new Worker(new URL('./fuse-reader.js', import.meta.url), { workerData: { fd: devFd, bufSize: MAX_WRITE + 4096 } });
-  let ready = false;
   try {
-    await new Promise<void>((resolve, reject) => {
-      worker.on('error', reject);
-      worker.on('message', (m: Uint8Array | { end: string | null }) => {
-        if (!(m instanceof Uint8Array)) {
-          if (m.end) o.log(`reading /dev/fuse failed: ${m.end}`);
-          return resolve();
-        }
-        const req = Buffer.from(m.buffer, m.byteOffset, m.byteLength);
-        try {
-          if (server.handle(req)) return resolve();
-        } catch (e) {
-          o.log(`request ${req.readUInt32LE(IN_HEADER.opcode)} failed: ${(e as Error).message}`);
-          send(errorReply(req));
-        }
-        if (!ready && req.readUInt32LE(IN_HEADER.opcode) === Op.INIT) {
-          ready = true;
-          o.onReady?.();
-        }
-      });
-    });
+    // each thread decodes the image for itself (a failure here mounts nothing)
+    const decoded: Promise<void>[] = [];
+    for (let i = 0; i < THREADS; i++) {
+      const w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: { image: o.image, basedirs: o.basedirs, bufSize: MAX_WRITE + 4096 } });
+      workers.push(w);
+      let decodedDone!: () => void;
+      let decodeFailed!: (e: Error) => void;
+      decoded.push(new Promise((res, rej) => ((decodedDone = res), (decodeFailed = rej))));
+      ended.push(
+        new Promise((resolve, reject) => {
+          w.on('error', (e) => (decodeFailed(e), reject(e)));
+          w.on('exit', () => resolve());
+          w.on('message', (m: WorkerMessage) => {
+            if ('decoded' in m) decodedDone();
+            else if ('error' in m) decodeFailed(new CfsError(m.error.code ?? ErrorCode.Io, m.error.message, { input: o.image, offset: m.error.offset }));
+            else if ('log' in m) o.log(m.log);
+            else if ('ready' in m) o.onReady?.();
+            else if (m.end) o.log(`reading /dev/fuse failed: ${m.end}`);
+          });
+        }),
+      );
+    }
+    await Promise.all(decoded);
+    const fsname = 'composefs:' + path.basename(o.image).replace(/[^\w.+-]/g, '_');
+    devFd = fuseMount(o.target, ['ro', 'nosuid', 'nodev', 'default_permissions', `fsname=${fsname}`, 'subtype=composefs']);
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    for (const w of workers) w.postMessage({ devFd });
+    await Promise.all(ended);
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
-    server.closeAll();
-    await worker.terminate();
-    fs.closeSync(devFd);
+    await Promise.all(workers.map((w) => w.terminate()));
+    if (devFd >= 0) fs.closeSync(devFd);
   }
-}
-
-function errorReply(req: Buffer): Buffer {
-  const out = Buffer.alloc(OUT_HEADER.SIZE);
-  out.writeUInt32LE(OUT_HEADER.SIZE, OUT_HEADER.len);
-  out.writeInt32LE(-Errno.EIO, OUT_HEADER.error);
-  out.writeBigUInt64LE(req.readBigUInt64LE(IN_HEADER.unique), OUT_HEADER.unique);
-  return out;
 }
