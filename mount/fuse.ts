@@ -130,9 +130,8 @@ const safePayload = (p: string): boolean => p.split('/').every((c) => c !== '..'
 const INLINE_FH = 2 ** 32;
 
 /**
- * The request handlers, synchronous: each request is answered before the next is read, so a
- * server thread is woken once per request, as squashfuse is. Object fds are the file handles,
- * so any server thread can read and release what another opened.
+ * The request handlers, synchronous: each request is answered before the next is read, so the
+ * server thread is woken once per request, as squashfuse is. Object fds are the file handles.
  */
 export class FuseServer {
   private readonly logged = new Set<number>();
@@ -395,8 +394,11 @@ const cString = (b: Buffer): string => {
   return b.toString('latin1', 0, end < 0 ? b.length : end);
 };
 
-/** Server threads: each blocks in read(2) on /dev/fuse, so one slow disk read does not stall the rest. */
-const THREADS = 2;
+/**
+ * Server threads. One: a worker that closes an fd another worker opened makes Node warn, and object
+ * fds are the file handles; the kernel queues requests meanwhile.
+ */
+const THREADS = 1;
 
 type WorkerMessage =
   | { decoded: true }
