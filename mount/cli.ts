@@ -174,7 +174,8 @@ export function buildCfsMount(): Command {
     .argument('<MOUNTPOINT>')
     .action(async (target: string) => {
       const state = readState(target);
-      if (state?.fuse || mountedType(path.resolve(target))?.startsWith('fuse')) await stopFuse(path.resolve(target), state?.fuse);
+      // the topmost mount decides: FUSE (ours, or fuse-overlayfs over ours) or the kernel's
+      if (mountedType(path.resolve(target))?.startsWith('fuse')) await stopFuse(path.resolve(target), state?.fuse);
       else unmount(path.resolve(target));
       if (state?.tmpfs) unmountQuiet(state.tmpfs);
       fs.rmSync(stateFile(target), { force: true });
