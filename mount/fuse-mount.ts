@@ -32,9 +32,10 @@ export interface FuseMountState {
  */
 export function startFuseServer(image: string, basedirs: string[], view: string, logFile?: string): Promise<number | null> {
   const args = [LAUNCHER, 'mount', '--fuse', '--foreground', '--ready-fd', '3', ...basedirs.flatMap((b) => ['--base', b]), '--', image, view];
-  const logFd = logFile ? fs.openSync(logFile, 'a') : 'inherit';
+  const logFd = logFile ? fs.openSync(path.resolve(logFile), 'a') : 'inherit';
   const logStart = typeof logFd === 'number' ? fs.fstatSync(logFd).size : 0;
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', logFd, 'pipe'], detached: true });
+  // its own session (no SIGHUP from our terminal), in / (keeps no directory busy); all paths are absolute
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', logFd, 'pipe'], detached: true, cwd: '/' });
   if (typeof logFd === 'number') fs.closeSync(logFd);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

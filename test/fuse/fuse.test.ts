@@ -78,7 +78,7 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
     fs.rmSync(path.join(tree, 'dev', 'whiteout')); // an overlay whiteout: shown as-is by neither mount
     // a directory that needs many READDIR(PLUS) calls and offsets
     fs.mkdirSync(path.join(tree, 'huge'));
-    for (let i = 0; i < 1200; i++) fs.writeFileSync(path.join(tree, 'huge', `entry-${i}-${'x'.repeat(i % 97)}`), i % 7 === 0 ? `content ${i}\n`.repeat(20) : '');
+    for (let i = 0; i < 600; i++) fs.writeFileSync(path.join(tree, 'huge', `entry-${i}-${'x'.repeat(i % 97)}`), i % 7 === 0 ? `content ${i}\n`.repeat(20) : '');
     fs.utimesSync(path.join(tree, 'huge'), 1700000000, 1700000000);
     // the user must be able to read everything to compare it (modes still vary: 4755, 1777, 0444…)
     execFileSync('chmod', ['-R', 'a+rX', tree]);
@@ -124,7 +124,7 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
       expect(a).toMatch(/ 2$/);
       // several processes read every file at once, in different orders
       const want = execFileSync('sh', ['-c', 'cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum', 'sh', tree], { encoding: 'latin1' });
-      const orders = ['LC_ALL=C sort -z', 'LC_ALL=C sort -rz', 'shuf -z', 'shuf -z'];
+      const orders = ['LC_ALL=C sort -z', 'LC_ALL=C sort -rz', 'shuf -z'];
       const outs = await Promise.all(
         orders.map(
           (order) =>
