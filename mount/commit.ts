@@ -29,8 +29,8 @@ import { objectRelPath, type Store } from '../cas/store.js';
 
 const INLINE_MAX = 64;
 const OVL = 'trusted.overlay.';
-/** fuse-overlayfs without privileges writes user.overlay.* / user.fuseoverlayfs.* instead. */
-const OVL_PREFIXES = [OVL, 'user.overlay.', 'user.fuseoverlayfs.'];
+/** fuse-overlayfs without privileges writes user.fuseoverlayfs.* instead. */
+const OVL_PREFIXES = [OVL, 'user.fuseoverlayfs.'];
 /** fuse-overlayfs's whiteouts where it cannot make a char 0:0 device: `.wh.NAME`, and an opaque marker file. */
 const WH_PREFIX = '.wh.';
 const WH_OPAQUE = '.wh..wh..opq';
@@ -79,7 +79,7 @@ function metadataOf(p: Buffer, st: fs.BigIntStats): Inode {
   return inode;
 }
 
-/** Overlay xattrs by kernel name (trusted.overlay.X), also from fuse-overlayfs's unprivileged names. */
+/** Overlay xattrs by kernel name (trusted.overlay.X), also from fuse-overlayfs's unprivileged ones. */
 function overlayXattrs(p: Buffer): Map<string, string> {
   const m = new Map<string, string>();
   for (const [key, value] of readXattrs(p, (k) => OVL_PREFIXES.some((x) => k.startsWith(x)))) {
