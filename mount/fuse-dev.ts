@@ -1,8 +1,9 @@
 /**
  * Getting a /dev/fuse connection without root: fusermount3 (setuid, Debian's fuse3) mounts and
  * hands the device fd back over a socketpair (SCM_RIGHTS), which Node cannot receive by itself,
- * so socketpair(2) and recvmsg(2) go through koffi. Also: finding FUSE mounts in mountinfo and
- * unmounting them.
+ * so socketpair(2) and recvmsg(2) go through koffi. Also: finding FUSE mounts in mountinfo,
+ * unmounting them, and open/close of object files outside Node's fd bookkeeping (which warns
+ * when one worker thread closes what another opened).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,6 +14,7 @@ interface Libc {
   socketpair: (domain: number, type: number, proto: number, sv: number[]) => number;
   recvmsg: (fd: number, msg: Buffer, flags: number) => number;
   close: (fd: number) => number;
+  open: (path: Buffer, flags: number) => number;
 }
 let libc: Libc | undefined;
 function load(): Libc {
@@ -22,6 +24,7 @@ function load(): Libc {
       socketpair: lib.func('int socketpair(int, int, int, _Out_ int *sv)'),
       recvmsg: lib.func('long recvmsg(int, void *msg, int)'),
       close: lib.func('int close(int)'),
+      open: lib.func('int open(const void *path, int flags)'),
     };
   }
   return libc;
@@ -74,6 +77,14 @@ export function fuseMount(target: string, options: string[]): number {
     c.close(sv[1]);
   }
 }
+
+/** open(2) of a path given as bytes; returns the fd or -errno. */
+export function rawOpen(path: Buffer, flags: number): number {
+  const fd = load().open(Buffer.concat([path, Buffer.from([0])]), flags);
+  return fd >= 0 ? fd : -koffi.errno();
+}
+
+export const rawClose = (fd: number): void => void load().close(fd);
 
 /** Unmount a FUSE mount (ours or fuse-overlayfs); returns an error text or null. */
 export function fuseUnmount(target: string, lazy = false): string | null {

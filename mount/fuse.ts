@@ -8,10 +8,11 @@
  * A missing or unreadable object makes opening that file fail with EIO and logs one line.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { type Inode, S_IFDIR, S_IFMT, S_IFREG, findChild } from '../format/index.js';
-import { fuseMount, fuseUnmount } from './fuse-dev.js';
+import { fuseMount, fuseUnmount, rawClose, rawOpen } from './fuse-dev.js';
 import { CfsError, ErrorCode } from '../format/index.js';
 import {
   ATTR,
@@ -126,12 +127,18 @@ function fillEntry(b: Buffer, off: number, id: number, inode: Inode): void {
 /** A store-relative payload must stay inside its base directory, as overlayfs lookups do. */
 const safePayload = (p: string): boolean => p.split('/').every((c) => c !== '..' && c !== '.');
 
+const ENOENT = Errno.ENOENT;
+/** Linux (x86-64, aarch64); Node's fs.constants lacks it. */
+const O_CLOEXEC = 0o2000000;
+const errnoName = (n: number): string => Object.entries(os.constants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
+
 /** File handles at and above this are inline contents: fh - INLINE_FH is the node id. Below: object fds. */
 const INLINE_FH = 2 ** 32;
 
 /**
- * The request handlers, synchronous: each request is answered before the next is read, so the
- * server thread is woken once per request, as squashfuse is. Object fds are the file handles.
+ * The request handlers, synchronous: each request is answered before the next is read, so a
+ * server thread is woken once per request, as squashfuse is. Object fds are the file handles,
+ * so any server thread can read and release what another opened.
  */
 export class FuseServer {
   private readonly logged = new Set<number>();
@@ -210,7 +217,7 @@ export class FuseServer {
         return true;
       case Op.RELEASE: {
         const fh = Number(body.readBigUInt64LE(RELEASE_IN.fh));
-        if (fh < INLINE_FH) fs.closeSync(fh);
+        if (fh < INLINE_FH) rawClose(fh);
         this.reply(unique, 0);
         return true;
       }
@@ -334,13 +341,9 @@ export class FuseServer {
     const rel = payload.replace(/^\/+/, '');
     const relBuf = Buffer.from(rel, 'latin1');
     for (const base of this.basedirs) {
-      try {
-        const fd = fs.openSync(Buffer.concat([Buffer.from(base + '/'), relBuf]), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-        return this.opened(unique, fd);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'ENOENT' && code !== 'ENOTDIR') return fail(`object ${rel} in ${base}: ${code ?? (e as Error).message}`);
-      }
+      const fd = rawOpen(Buffer.concat([Buffer.from(base + '/'), relBuf]), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) return this.opened(unique, fd);
+      if (fd !== -ENOENT && fd !== -Errno.ENOTDIR) return fail(`object ${rel} in ${base}: ${errnoName(-fd)}`);
     }
     fail(`object ${rel} not found in ${this.basedirs.join(', ')}`);
   }
@@ -394,11 +397,8 @@ const cString = (b: Buffer): string => {
   return b.toString('latin1', 0, end < 0 ? b.length : end);
 };
 
-/**
- * Server threads. One: a worker that closes an fd another worker opened makes Node warn, and object
- * fds are the file handles; the kernel queues requests meanwhile.
- */
-const THREADS = 1;
+/** Server threads: each blocks in read(2) on /dev/fuse, so a slow disk read does not stall the rest. */
+const THREADS = 2;
 
 type WorkerMessage =
   | { decoded: true }
