@@ -90,7 +90,11 @@ export async function stopFuse(target: string, state: FuseMountState | undefined
   if (err) throw new CfsError(ErrorCode.Io, `unmounting failed: ${err}`, { input: target });
   if (!state) return;
   if (state.view !== target) {
-    const e2 = fuseUnmount(state.view);
+    // fuse-overlayfs lets go of the view only once its process has exited: retry while busy
+    let e2 = fuseUnmount(state.view);
+    for (const end = Date.now() + 10_000; e2 && /busy/i.test(e2) && Date.now() < end; e2 = fuseUnmount(state.view)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     if (e2) throw new CfsError(ErrorCode.Io, `unmounting the FUSE view failed: ${e2}`, { input: state.view });
   }
   if (!(await waitExit(state.pid))) throw new CfsError(ErrorCode.Io, `the FUSE server (pid ${state.pid}) did not exit`, { input: target });

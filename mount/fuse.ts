@@ -416,6 +416,12 @@ export async function serveFuse(o: FuseServeOptions): Promise<void> {
   const ended: Promise<void>[] = [];
   let devFd = -1;
   const stop = (): void => void fuseUnmount(o.target, true);
+  // every thread reports a missing object it meets: one line for all of them
+  const logged = new Set<string>();
+  const logOnce = (line: string): void => {
+    if (!logged.has(line)) o.log(line);
+    logged.add(line);
+  };
   try {
     // each thread decodes the image for itself (a failure here mounts nothing)
     const decoded: Promise<void>[] = [];
@@ -432,7 +438,7 @@ export async function serveFuse(o: FuseServeOptions): Promise<void> {
           w.on('message', (m: WorkerMessage) => {
             if ('decoded' in m) decodedDone();
             else if ('error' in m) decodeFailed(new CfsError(m.error.code ?? ErrorCode.Io, m.error.message, { input: o.image, offset: m.error.offset }));
-            else if ('log' in m) o.log(m.log);
+            else if ('log' in m) logOnce(m.log);
             else if ('ready' in m) o.onReady?.();
             else if (m.end) o.log(`reading /dev/fuse failed: ${m.end}`);
           });
