@@ -1,6 +1,6 @@
 /**
  * mount.composefs (the mount(8) helper: `mount -t composefs -o descriptor=IMG,base=DIR none MNT`)
- * and cfs-mount (mount, umount, install-helper).
+ * and cfs-mount (mount — with the kernel, or --fuse without root —, umount, commit, install-helper).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
