@@ -106,6 +106,8 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
       fs.chownSync('/dev/fuse', devFuse.uid, devFuse.gid);
       fs.chmodSync('/dev/fuse', devFuse.mode & 0o7777);
     }
+    const uid = spawnSync('id', ['-u', USER], { encoding: 'utf8' }).stdout.trim();
+    if (uid) fs.rmSync(path.join(os.tmpdir(), `composefs-ts-${uid}`), { recursive: true, force: true }); // its runtime dir
     spawnSync('userdel', ['--force', '--remove', USER]);
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -232,7 +234,7 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
       }); // "total" sums st_blocks, which depend on where the objects are stored
     expect(runBin('cfs-mount', ['--base', objects, img, kmnt]).code).toBe(0);
     try {
-      const r = runBin('cfs-mount', ['--fuse', '--base', objects, img, mnt]);
+      const r = runBin('cfs-mount', ['--fuse', '--base', objects, '--log', path.join(tmp, 'root.log'), img, mnt]);
       expect(r.code, r.stderr).toBe(0);
       try {
         expect(ls(mnt)).toBe(ls(kmnt));
