@@ -53,7 +53,7 @@ interface Measured {
 }
 
 /** Mount points at or under `dir`, deepest first (from /proc/self/mountinfo). */
-function mountsUnder(dir: string): string[] {
+export function mountsUnder(dir: string): string[] {
   let info = '';
   try {
     info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
@@ -84,7 +84,7 @@ function detachLoops(image: string): string[] {
 
 let dropCachesError: string | undefined;
 /** sync + drop the page, dentry and inode caches; false (with the reason kept) if not allowed. */
-function dropCaches(): boolean {
+export function dropCaches(): boolean {
   runQuiet('sync', []);
   try {
     fs.writeFileSync('/proc/sys/vm/drop_caches', '3\n');

@@ -27,8 +27,10 @@
  * (bench/pack.ts, needs root; BENCH_PACK_TREE).
  * The ostree section (bench/ostree.ts; BENCH_OSTREE_TREE) converts a commit of /usr/share in a
  * bare-user repo next to `ostree checkout` of it.
+ * The fuse section: cfs-mount --fuse vs squashfuse vs the kernel mount (bench/fuse.ts, needs
+ * root; BENCH_FUSE_TREE).
  *
- *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack, ostree, oci (default: all)
+ *   BENCH_ONLY      comma-separated sections to run: dump, dir, mount, cas, json, pack, ostree, oci, fuse (default: all)
  *   BENCH_OCI_MB, BENCH_OCI_LAYERS, BENCH_OCI_FILES   the registry pull benchmark (bench/oci.ts)
  *   BENCH_JSON_ENTRIES, BENCH_JSON_MB   size of the cfs-writer-json TOC and blob (200000, 64)
  *
@@ -43,6 +45,7 @@ import { fileURLToPath } from 'node:url';
 import { runCasBench } from './cas.js';
 import { runDirBench } from './dir.js';
 import { generateDump } from './gen-dump.js';
+import { runFuseBench } from './fuse.js';
 import { runMountBench } from './mount.js';
 import { runPackBench } from './pack.js';
 import { runOstreeBench } from './ostree.js';
@@ -255,7 +258,7 @@ function main({ entries, runs, seed, timeout }: Settings, tmp: string): number {
   return [writer, dumper, upWriter, upDumper].some((t) => t?.failed) ? 1 : 0;
 }
 
-const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack', 'ostree', 'oci'] as const;
+const SECTIONS = ['dump', 'dir', 'mount', 'cas', 'json', 'pack', 'ostree', 'oci', 'fuse'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** BENCH_ONLY: the sections to run (default all). */
@@ -290,6 +293,7 @@ try {
   if (sections.has('mount') && runMountBench() !== 0) process.exitCode = 1;
   if (sections.has('pack') && runPackBench() !== 0) process.exitCode = 1;
   if (sections.has('oci') && (await runOciBench(tmp)) !== 0) process.exitCode = 1;
+  if (sections.has('fuse') && runFuseBench() !== 0) process.exitCode = 1;
   if (sections.has('json')) {
     // cfs-writer-json's own benchmark: TOC entries/s and blob import MB/s next to gzip -dc
     const args = [String(envInt('BENCH_JSON_ENTRIES', 200_000, 1)), String(envInt('BENCH_JSON_MB', 64, 1))];

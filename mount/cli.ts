@@ -1,17 +1,24 @@
 /**
  * mount.composefs (the mount(8) helper: `mount -t composefs -o descriptor=IMG,base=DIR none MNT`)
- * and cfs-mount (mount, umount, install-helper).
+ * and cfs-mount (mount — with the kernel, or --fuse without root —, umount, commit, install-helper).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { ExitCode, UsageError, parseCommand, reportError, runMain } from '../cli-kit/index.js';
 import { CfsError, ErrorCode } from '../format/index.js';
 import { Store, isStoreRoot } from '../cas/store.js';
 import { commitUpper } from './commit.js';
-import { mountComposefs, unmount } from './kernel.js';
+import { checkInputs, mountComposefs, unmount } from './kernel.js';
 import { checkMountPath, parseComposefsOptions } from './options.js';
+import { serveFuse } from './fuse.js';
+import { mountedType } from './fuse-dev.js';
+import { type FuseMountState, startFuseServer, startOverlay, stopFuse } from './fuse-mount.js';
+
+/** Exit status of a command that failed after reporting on its own (a --fuse server that did not start). */
+let status: number = ExitCode.Ok;
 
 /** mount(8)'s exit code for a failed mount. */
 const MOUNT_FAILURE = 32;
@@ -19,8 +26,22 @@ const MOUNT_FAILURE = 32;
 /** A cfs-cas store root stands for its objects directory. */
 const resolveBase = (dir: string): string => (isStoreRoot(dir) ? path.join(dir, 'objects') : dir);
 
-const STATE_DIR = '/run/composefs-ts/mounts';
-const stateFile = (target: string): string => path.join(STATE_DIR, Buffer.from(path.resolve(target)).toString('hex') + '.json');
+/** Our runtime directory: /run/composefs-ts for root, else one private to the user. */
+function runtimeDir(): string {
+  if (process.getuid?.() === 0) return '/run/composefs-ts';
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  return xdg && fs.existsSync(xdg) ? path.join(xdg, 'composefs-ts') : path.join(os.tmpdir(), `composefs-ts-${process.getuid?.()}`);
+}
+const stateDir = (): string => path.join(runtimeDir(), 'mounts');
+const stateFile = (target: string): string => path.join(stateDir(), Buffer.from(path.resolve(target)).toString('hex') + '.json');
+const readState = (target: string): MountState | undefined => {
+  const f = stateFile(target);
+  return fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as MountState) : undefined;
+};
+function writeState(state: MountState): void {
+  fs.mkdirSync(stateDir(), { recursive: true, mode: 0o700 });
+  fs.writeFileSync(stateFile(state.target), JSON.stringify(state) + '\n');
+}
 
 interface MountState {
   target: string;
@@ -29,6 +50,24 @@ interface MountState {
   upperdir?: string;
   /** tmpfs holding upper and work dirs, unmounted with the overlay. */
   tmpfs?: string;
+  /** --fuse mounts: the server and what to take down. */
+  fuse?: FuseMountState;
+}
+
+interface MountOpts {
+  store?: string;
+  base?: string[];
+  writable?: boolean;
+  upper?: string;
+  fallback?: boolean;
+  check?: boolean;
+  digest?: string;
+  verity?: boolean;
+  idmap?: string;
+  fuse?: boolean;
+  foreground?: boolean;
+  log?: string;
+  readyFd?: string;
 }
 
 /** mount.composefs SPEC DIR [-sfnv] [-N ns] [-o OPTIONS] [-t TYPE] */
@@ -69,7 +108,7 @@ function resolveImage(image: string, store?: string): string {
 
 export function buildCfsMount(): Command {
   const program = new Command('cfs-mount')
-    .description('Mount composefs images (erofs + overlayfs), optionally writable.')
+    .description('Mount composefs images (erofs + overlayfs, or FUSE without root), optionally writable.')
     .showHelpAfterError("(run 'cfs-mount --help' for usage)")
     .exitOverride();
 
@@ -87,11 +126,17 @@ export function buildCfsMount(): Command {
     .option('--digest <HEX>', 'the fs-verity digest the image must have')
     .option('--verity', 'require fs-verity on every object')
     .option('--idmap <USERNS>', 'show owners through the user namespace file USERNS (e.g. /proc/PID/ns/user)')
-    .action((imageArg: string, target: string, o: { store?: string; base?: string[]; writable?: boolean; upper?: string; fallback?: boolean; check?: boolean; digest?: string; verity?: boolean; idmap?: string }) => {
+    .option('--fuse', 'serve the image with FUSE (no root needed; in the background unless -f)')
+    .option('-f, --foreground', 'with --fuse: serve in the foreground until unmounted')
+    .option('--log <FILE>', 'with --fuse: append the background server messages to FILE (default: stderr if a terminal, else fuse.log in the runtime directory)')
+    .addOption(new Option('--ready-fd <FD>').hideHelp())
+    .action(async (imageArg: string, target: string, o: MountOpts) => {
       if (!o.store && !o.base) throw new UsageError('give --store STORE or --base DIR');
       const image = resolveImage(imageArg, o.store);
       const bases = [...(o.store ? [o.store] : []), ...(o.base ?? [])];
       const list = [`descriptor=${image}`, ...bases.map((b) => `base=${b}`)];
+      if (o.fuse) return mountFuse(image, path.resolve(target), parseComposefsOptions('none', list.join(','), resolveBase).basedirs, o);
+      if (o.foreground || o.log) throw new UsageError('-f and --log go with --fuse');
       if (o.digest) list.push(`digest=${o.digest}`);
       if (o.verity) list.push('verity');
       if (o.fallback) list.push('legacy');
@@ -122,23 +167,21 @@ export function buildCfsMount(): Command {
         if (tmpfs) unmountQuiet(tmpfs);
         throw e;
       }
-      fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-      fs.writeFileSync(stateFile(target), JSON.stringify(state) + '\n');
-      if (state.upperdir) fs.writeFileSync(path.join(path.dirname(state.upperdir), 'lower.json'), JSON.stringify({ image, basedirs: state.basedirs }) + '\n');
+      writeState(state);
+      if (state.upperdir) writeLowerJson(state);
     });
 
   program
     .command('umount')
-    .description('unmount MOUNTPOINT (and the tmpfs of a --writable mount)')
+    .description('unmount MOUNTPOINT (and the tmpfs of a --writable mount, the server of a --fuse mount)')
     .argument('<MOUNTPOINT>')
-    .action((target: string) => {
-      unmount(path.resolve(target));
-      const f = stateFile(target);
-      if (fs.existsSync(f)) {
-        const state = JSON.parse(fs.readFileSync(f, 'utf8')) as MountState;
-        if (state.tmpfs) unmountQuiet(state.tmpfs);
-        fs.rmSync(f);
-      }
+    .action(async (target: string) => {
+      const state = readState(target);
+      // the topmost mount decides: FUSE (ours, or fuse-overlayfs over ours) or the kernel's
+      if (mountedType(path.resolve(target))?.startsWith('fuse')) await stopFuse(path.resolve(target), state?.fuse);
+      else unmount(path.resolve(target));
+      if (state?.tmpfs) unmountQuiet(state.tmpfs);
+      fs.rmSync(stateFile(target), { force: true });
     });
 
   program
@@ -151,9 +194,8 @@ export function buildCfsMount(): Command {
     .action((arg: string, o: { store: string; image?: string; name?: string }) => {
       let upper = path.resolve(arg);
       let image = o.image;
-      const f = stateFile(arg);
-      if (fs.existsSync(f)) {
-        const state = JSON.parse(fs.readFileSync(f, 'utf8')) as MountState;
+      const state = readState(arg);
+      if (state) {
         if (!state.upperdir) throw new CfsError(ErrorCode.Usage, 'not a writable mount', { input: arg });
         upper = state.upperdir;
         image ??= state.image;
@@ -187,6 +229,79 @@ export function buildCfsMount(): Command {
   return program;
 }
 
+const writeLowerJson = (state: MountState): void =>
+  fs.writeFileSync(path.join(path.dirname(state.upperdir!), 'lower.json'), JSON.stringify({ image: state.image, basedirs: state.basedirs }) + '\n');
+
+/**
+ * cfs-mount --fuse: serve here (-f, and the background child, which reports readiness on
+ * --ready-fd), or start the server in the background; --writable stacks fuse-overlayfs on it.
+ */
+async function mountFuse(image: string, target: string, basedirs: string[], o: MountOpts): Promise<void> {
+  if (o.fallback || o.verity || o.idmap) throw new UsageError('--fallback, --verity and --idmap are for kernel mounts, not --fuse');
+  const state: MountState = { target, image, basedirs };
+  if (o.foreground) {
+    if (o.writable) throw new UsageError('--writable --fuse runs in the background (no -f)');
+    const readyFd = o.readyFd === undefined ? undefined : Number(o.readyFd);
+    if (readyFd === undefined) checkInputs({ image, basedirs, digest: o.digest, verity: false, readOnly: true, legacy: false }, target, { check: o.check });
+    const log = (line: string): void => void process.stderr.write(`cfs-mount: ${target}: ${line}\n`);
+    try {
+      await serveFuse({
+        image,
+        basedirs,
+        target,
+        log,
+        onReady: () => {
+          if (readyFd === undefined) return writeState({ ...state, fuse: { pid: process.pid, view: target } });
+          fs.writeSync(readyFd, 'ready\n');
+          fs.closeSync(readyFd);
+        },
+      });
+    } finally {
+      if (readState(target)?.fuse?.pid === process.pid) fs.rmSync(stateFile(target), { force: true });
+    }
+    return;
+  }
+  checkInputs({ image, basedirs, digest: o.digest, verity: false, readOnly: true, legacy: false }, target, { check: o.check });
+  // a background server keeps no pipe of ours open: it logs to a file unless stderr is a terminal
+  let logFile = o.log;
+  if (!logFile && !process.stderr.isTTY) {
+    fs.mkdirSync(runtimeDir(), { recursive: true, mode: 0o700 });
+    logFile = path.join(runtimeDir(), 'fuse.log');
+  }
+  if (!o.writable) {
+    if (o.upper) throw new UsageError('--upper goes with --writable');
+    const pid = await startFuseServer(image, basedirs, target, logFile);
+    if (pid === null) status = ExitCode.Failure;
+    else writeState({ ...state, fuse: { pid, view: target } });
+    return;
+  }
+  let dir = o.upper ? path.resolve(o.upper) : undefined;
+  const rwTemp = !dir;
+  if (!dir) {
+    fs.mkdirSync(runtimeDir(), { recursive: true, mode: 0o700 });
+    dir = fs.mkdtempSync(path.join(runtimeDir(), 'rw-'));
+  }
+  checkMountPath('upper directory', dir);
+  for (const d of ['upper', 'work', 'lower']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  const view = path.join(dir, 'lower');
+  const pid = await startFuseServer(image, basedirs, view, logFile);
+  if (pid === null) {
+    if (rwTemp) fs.rmSync(dir, { recursive: true, force: true });
+    status = ExitCode.Failure;
+    return;
+  }
+  const full: MountState = { ...state, upperdir: path.join(dir, 'upper'), fuse: { pid, view, rwDir: dir, rwTemp } };
+  try {
+    startOverlay(dir, target);
+  } catch (e) {
+    await stopFuse(view, { pid, view }).catch(() => {});
+    if (rwTemp) fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  writeState(full);
+  writeLowerJson(full);
+}
+
 /** Mount a private tmpfs at `dir`; returns an error text or null. */
 const mountTmpfs = (dir: string): string | null => spawnSyncText('mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'composefs-upper', dir]);
 
@@ -201,7 +316,8 @@ function spawnSyncText(cmd: string, args: string[]): string | null {
 }
 
 export async function cfsMountMain(argv: string[]): Promise<number> {
-  return (await parseCommand(buildCfsMount(), argv)) ?? ExitCode.Ok;
+  status = ExitCode.Ok;
+  return (await parseCommand(buildCfsMount(), argv)) ?? status;
 }
 
 export const run = (): Promise<void> => runMain('cfs-mount', () => cfsMountMain(process.argv.slice(2)));

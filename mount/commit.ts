@@ -1,6 +1,7 @@
 /**
  * Commit a writable mount: fold its overlayfs upper directory into the lower image's tree and
- * write a new image. New and changed files go into the store; whiteouts (char 0:0) delete;
+ * write a new image. New and changed files go into the store; whiteouts (char 0:0, or
+ * fuse-overlayfs's `.wh.NAME` files) delete;
  * opaque directories drop what was below; metacopy-only entries keep the lower content with new
  * metadata; redirects (renamed directories and metacopy files) take their content from the lower
  * path they name.
@@ -28,6 +29,11 @@ import { objectRelPath, type Store } from '../cas/store.js';
 
 const INLINE_MAX = 64;
 const OVL = 'trusted.overlay.';
+/** fuse-overlayfs without privileges writes user.fuseoverlayfs.* instead. */
+const OVL_PREFIXES = [OVL, 'user.fuseoverlayfs.'];
+/** fuse-overlayfs's whiteouts where it cannot make a char 0:0 device: `.wh.NAME`, and an opaque marker file. */
+const WH_PREFIX = '.wh.';
+const WH_OPAQUE = '.wh..wh..opq';
 const NSEC = 1_000_000_000n;
 
 export interface CommitResult {
@@ -69,12 +75,19 @@ function metadataOf(p: Buffer, st: fs.BigIntStats): Inode {
   const nsec = ((st.mtimeNs % NSEC) + NSEC) % NSEC;
   inode.mtimeSec = (st.mtimeNs - nsec) / NSEC;
   inode.mtimeNsec = Number(nsec);
-  for (const [key, value] of readXattrs(p)) if (!key.startsWith(OVL)) inode.xattrs.push({ key, value });
+  for (const [key, value] of readXattrs(p)) if (!OVL_PREFIXES.some((x) => key.startsWith(x))) inode.xattrs.push({ key, value });
   return inode;
 }
 
+/** Overlay xattrs by kernel name (trusted.overlay.X), also from fuse-overlayfs's unprivileged ones. */
 function overlayXattrs(p: Buffer): Map<string, string> {
-  return new Map(readXattrs(p, (k) => k.startsWith(OVL)));
+  const m = new Map<string, string>();
+  for (const [key, value] of readXattrs(p, (k) => OVL_PREFIXES.some((x) => k.startsWith(x)))) {
+    const prefix = OVL_PREFIXES.find((x) => key.startsWith(x))!;
+    const name = OVL + key.slice(prefix.length);
+    if (prefix === OVL || !m.has(name)) m.set(name, value);
+  }
+  return m;
 }
 
 /** Fold `upper` into the tree of `lowerImage`; file contents go into `store`. */
@@ -99,6 +112,11 @@ export function commitUpper(lowerImage: Buffer, upper: string, store: Store, inp
   const walk = (upperDir: Buffer, dir: Inode, rel: string): void => {
     for (const nameBuf of fs.readdirSync(upperDir, { encoding: 'buffer' })) {
       const name = nameBuf.toString('latin1');
+      if (name === WH_OPAQUE) continue; // read with its directory
+      if (name.startsWith(WH_PREFIX)) {
+        remove(dir, name.slice(WH_PREFIX.length));
+        continue;
+      }
       const p = Buffer.concat([upperDir, Buffer.from('/'), nameBuf]);
       const childRel = rel ? `${rel}/${name}` : name;
       const st = fs.lstatSync(p, { bigint: true });
@@ -113,7 +131,7 @@ export function commitUpper(lowerImage: Buffer, upper: string, store: Store, inp
       res.changed++;
       if (type === S_IFDIR) {
         const redirect = ovl.get(`${OVL}redirect`);
-        const opaque = ovl.get(`${OVL}opaque`) === 'y';
+        const opaque = ovl.get(`${OVL}opaque`) === 'y' || fs.existsSync(Buffer.concat([p, Buffer.from('/' + WH_OPAQUE)]));
         let base: Inode | null = null;
         if (redirect !== undefined) {
           const from = redirect.startsWith('/') ? redirect : path.posix.join(rel, redirect);

@@ -68,6 +68,11 @@ export function preflight(o: ComposefsOptions, target: string, opts: { check?: b
   for (const fstype of ['erofs', 'overlay']) {
     if (!kernelHas(fstype)) fail(`the kernel has no ${fstype} support (load the ${fstype} module)`);
   }
+  checkInputs(o, target, opts);
+}
+
+/** The checks that need no privileges: image, bases, mount point, digest, objects (--check). */
+export function checkInputs(o: ComposefsOptions, target: string, opts: { check?: boolean } = {}): void {
   if (!fs.existsSync(o.image)) fail('image not found', o.image);
   for (const b of o.basedirs) if (!fs.statSync(b, { throwIfNoEntry: false })?.isDirectory()) fail('base directory not found', b);
   if (!fs.statSync(target, { throwIfNoEntry: false })?.isDirectory()) fail('mount point is not a directory', target);
