@@ -70,6 +70,8 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
   const log = path.join(userDir, 'server.log');
   let devFuse: fs.Stats;
   let skipUser: string | null = null;
+  /** Directories above the checkout made traversable for the user during the test (e.g. /root). */
+  const opened: [string, number][] = [];
   const mountsBefore = fuseMounts().length;
 
   beforeAll(() => {
@@ -95,11 +97,20 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
       fs.mkdirSync(d);
       fs.chownSync(d, uid, devFuse.gid);
     }
+    // a checkout under a private directory (/root is 0700): let others traverse it for the test
+    for (let d = path.dirname(PROJECT_ROOT); d !== path.dirname(d); d = path.dirname(d)) {
+      const mode = fs.statSync(d).mode & 0o7777;
+      if (!(mode & 0o001)) {
+        opened.push([d, mode]);
+        fs.chmodSync(d, mode | 0o001);
+      }
+    }
     if (asUser('test', ['-r', BIN]).code !== 0) skipUser = `${USER} cannot read ${BIN}`;
     if (skipUser) console.log(`FUSE tests skipped: ${skipUser}`);
   });
 
   afterAll(() => {
+    for (const [d, mode] of opened) fs.chmodSync(d, mode);
     spawnSync('fusermount3', ['-u', '-z', mnt]);
     spawnSync('pkill', ['-u', USER]);
     if (devFuse) {
