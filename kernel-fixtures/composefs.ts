@@ -145,14 +145,19 @@ export function stageComposefs(work: string): Staged {
   fs.mkdirSync(path.join(disk, 'images'));
   fs.copyFileSync(image, path.join(disk, 'images', 'tree.img'));
   fs.writeFileSync(path.join(disk, 'images', 'wrong.img'), bad);
+  // the new-mount-API path of mount/fsmount.ts, as a static C program for the guests
+  const cc = spawnSync('gcc', ['-static', '-O2', '-o', path.join(data, 'fsmount'), path.join(GUEST_DIR, 'fsmount.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) fs.writeFileSync(path.join(data, 'fsmount.skip'), `cannot build the fsmount helper: ${(cc.stderr || cc.error?.message || '').split('\n')[0]}`);
   const vdisk = path.join(work, 'vdisk.ext4');
   run('mkfs.ext4', ['-q', '-F', '-O', 'verity', '-b', '4096', '-d', disk, vdisk, '64M']);
   return { data, vdisk, applets };
 }
 
 /** What a kernel is expected to support, as the check script's environment. */
-export function expectations(k: { version: [number, number] }, fsverity: 'required' | 'probe'): Record<string, string> {
+export function expectations(k: { version: [number, number]; config?: Map<string, string> }, fsverity: 'required' | 'probe'): Record<string, string> {
   return {
+    // mount/fsmount.ts's path needs file-backed erofs (6.12, a config option) and lowerdir+ (6.8)
+    EXPECT_FSMOUNT: !k.config ? 'probe' : atLeast(k, 6, 8) && k.config.get('EROFS_FS_BACKED_BY_FILE') === 'y' ? 'yes' : 'no',
     // data-only lower layers (`::`) came in 6.5; before, mount/kernel.ts falls back to the plain list
     EXPECT_FORM: atLeast(k, 6, 5) ? 'data-only' : 'legacy',
     // escaped trusted.overlay.overlay.* xattrs show as trusted.overlay.* from 6.7; before, all are hidden

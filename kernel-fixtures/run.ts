@@ -96,6 +96,7 @@ function requiredChecks(): string[] {
     'hardlinks:tree',
     'hardlinks:v-hardlinks',
     'xwhiteout',
+    'fsmount:tree',
     ...['digest', 'digest-wrong', 'verity', 'verity-tamper'].map((c) => `${c}:tree`),
   ];
 }

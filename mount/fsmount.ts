@@ -2,12 +2,15 @@
  * Mounting through the new mount API (fsopen/fsconfig/fsmount/move_mount, Linux ≥ 6.8 for
  * overlayfs's `lowerdir+`/`datadir+`), as libcomposefs does: erofs straight from the image file
  * (file-backed erofs, no loop device; a loop device where the kernel lacks that), detached, then
- * overlayfs with that mount as its lower layer via /proc/self/fd, then one move_mount onto the
+ * overlayfs with that mount as its lower layer via /proc/self/fd (attached to a private directory
+ * first where the kernel refuses detached layers, before 6.15), then one move_mount onto the
  * target. Nothing is left behind on failure, and the detached erofs mount goes away with its fd.
  * `idmap=` (an idmapped lower layer and idmapped object directories) needs this path.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import koffi from 'koffi';
 import type { ComposefsOptions } from './options.js';
 
@@ -18,6 +21,7 @@ interface Api {
   move_mount: (fromFd: number, fromPath: string, toFd: number, toPath: string, flags: number) => number;
   open_tree: (dfd: number, path: string, flags: number) => number;
   mount_setattr: (fd: number, path: string, flags: number, attr: Buffer, size: number) => number;
+  umount2: (path: string, flags: number) => number;
 }
 
 // x86_64 / aarch64 / generic syscall numbers (the same on all architectures since 5.2)
@@ -34,6 +38,14 @@ const AT_FDCWD = -100;
 const AT_EMPTY_PATH = 0x1000;
 const OPEN_TREE_CLONE = 1;
 const OPEN_TREE_CLOEXEC = 0o2000000;
+const MNT_DETACH = 2;
+
+/** Where temporary mount points go (/run/composefs-ts, else under the temp dir). */
+export function runDir(): string {
+  const dir = fs.existsSync('/run') ? '/run/composefs-ts' : path.join(os.tmpdir(), 'composefs-ts');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
 
 let api: Api | null | undefined;
 function load(): Api | null {
@@ -54,6 +66,7 @@ function load(): Api | null {
       move_mount: (a, b, c, d, e) => Number(sMove(SYS.move_mount, a, b, c, d, e)),
       open_tree: (d, p, f) => Number(sPtr(SYS.open_tree, d, p, f)),
       mount_setattr: (fd, p, f, attr, size) => Number(sAttr(SYS.mount_setattr, fd, p, f, attr, size)),
+      umount2: lib.func('int umount2(const char *target, int flags)'),
     };
   } catch {
     api = null;
@@ -66,6 +79,7 @@ export class FsmountError extends Error {
   constructor(
     message: string,
     readonly unsupported: boolean,
+    readonly errno = 0,
   ) {
     super(message);
   }
@@ -112,7 +126,7 @@ class Fds {
 function sysFail(what: string, ctx: number | null, unsupportedErrnos: number[] = [ENOSYS]): never {
   const e = koffi.errno();
   const log = ctx !== null && ctx >= 0 ? contextLog(ctx) : '';
-  throw new FsmountError(`${what}: ${strerror(e)}${log ? ` (${log})` : ''}`, unsupportedErrnos.includes(e));
+  throw new FsmountError(`${what}: ${strerror(e)}${log ? ` (${log})` : ''}`, unsupportedErrnos.includes(e), e);
 }
 
 function setString(a: Api, fd: number, key: string, value: string, unsupported: number[] = []): void {
@@ -172,6 +186,29 @@ function erofsMount(a: Api, fds: Fds, image: string): number {
   }
 }
 
+/** The overlay over `lower` and `dataDirs` (paths), moved onto `target`. */
+function overlayMount(a: Api, fds: Fds, o: ComposefsOptions, lower: string, dataDirs: string[], target: string): void {
+  const ctx = fds.add(a.fsopen('overlay', FSOPEN_CLOEXEC));
+  if (ctx < 0) sysFail('fsopen overlay', null, [ENOSYS, ENODEV]);
+  setString(a, ctx, 'source', 'composefs');
+  // lowerdir+/datadir+ arrived in 6.8: EINVAL before that
+  setString(a, ctx, 'lowerdir+', lower, [EINVAL]);
+  for (const d of dataDirs) setString(a, ctx, 'datadir+', d, [EINVAL]);
+  setString(a, ctx, 'metacopy', 'on');
+  setString(a, ctx, 'redirect_dir', 'on');
+  if (o.upperdir) {
+    setString(a, ctx, 'upperdir', o.upperdir);
+    setString(a, ctx, 'workdir', o.workdir!);
+  }
+  if (o.verity) setString(a, ctx, 'verity', 'require');
+  const ro = o.readOnly || !o.upperdir;
+  if (ro) setFlag(a, ctx, 'ro');
+  create(a, ctx, 'overlay');
+  const mfd = fds.add(a.fsmount(ctx, FSMOUNT_CLOEXEC, ro ? MOUNT_ATTR_RDONLY : 0));
+  if (mfd < 0) sysFail('fsmount overlay', ctx);
+  if (a.move_mount(mfd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) sysFail(`move_mount onto ${target}`, null);
+}
+
 /**
  * Mount `o` at `target` with the new mount API. Throws FsmountError; `unsupported` means this
  * kernel lacks something this path needs and the classic path may still work.
@@ -191,25 +228,33 @@ export function fsmountComposefs(o: ComposefsOptions, target: string): void {
       idmap(a, t, usernsFd, b);
       return `/proc/self/fd/${t}`;
     });
-    const ctx = fds.add(a.fsopen('overlay', FSOPEN_CLOEXEC));
-    if (ctx < 0) sysFail('fsopen overlay', null, [ENOSYS, ENODEV]);
-    setString(a, ctx, 'source', 'composefs');
-    // lowerdir+/datadir+ arrived in 6.8: EINVAL before that
-    setString(a, ctx, 'lowerdir+', `/proc/self/fd/${lower}`, [EINVAL]);
-    for (const d of dataDirs) setString(a, ctx, 'datadir+', d, [EINVAL]);
-    setString(a, ctx, 'metacopy', 'on');
-    setString(a, ctx, 'redirect_dir', 'on');
-    if (o.upperdir) {
-      setString(a, ctx, 'upperdir', o.upperdir);
-      setString(a, ctx, 'workdir', o.workdir!);
+    const detached = [lower, ...dataDirs.map((d) => (d.startsWith('/proc/self/fd/') ? Number(d.slice(14)) : -1))];
+    try {
+      // CFS_MOUNT_ATTACHED_LAYERS=1 takes the path of kernels before 6.15 (for tests)
+      if (process.env.CFS_MOUNT_ATTACHED_LAYERS) throw new FsmountError('creating the overlay mount: forced', false, EINVAL);
+      overlayMount(a, fds, o, `/proc/self/fd/${lower}`, dataDirs, target);
+    } catch (e) {
+      // overlayfs takes detached mounts as layers only from 6.15 ("failed to clone lowerpath"):
+      // attach them to private directories first, and let go of those once the overlay is up
+      if (!(e instanceof FsmountError && e.errno === EINVAL && e.message.startsWith('creating the overlay'))) throw e;
+      const dirs: string[] = [];
+      try {
+        const attach = (fd: number, what: string): string => {
+          const dir = fs.mkdtempSync(path.join(runDir(), 'layer-'));
+          dirs.push(dir);
+          if (a.move_mount(fd, '', AT_FDCWD, dir, MOVE_MOUNT_F_EMPTY_PATH) < 0) sysFail(`attaching ${what}`, null);
+          return dir;
+        };
+        const lowerDir = attach(lower, 'the image');
+        const data = dataDirs.map((d, i) => (detached[i + 1] >= 0 ? attach(detached[i + 1], o.basedirs[i]) : d));
+        overlayMount(a, fds, o, lowerDir, data, target);
+      } finally {
+        for (const d of dirs) {
+          a.umount2(d, MNT_DETACH);
+          fs.rmdirSync(d); // never recursive: something may still be mounted there
+        }
+      }
     }
-    if (o.verity) setString(a, ctx, 'verity', 'require');
-    const ro = o.readOnly || !o.upperdir;
-    if (ro) setFlag(a, ctx, 'ro');
-    create(a, ctx, 'overlay');
-    const mfd = fds.add(a.fsmount(ctx, FSMOUNT_CLOEXEC, ro ? MOUNT_ATTR_RDONLY : 0));
-    if (mfd < 0) sysFail('fsmount overlay', ctx);
-    if (a.move_mount(mfd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) sysFail(`move_mount onto ${target}`, null);
   } finally {
     fds.closeAll();
   }

@@ -9,11 +9,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
 import { digestOfFile } from '../cas/digest.js';
-import { FsmountError, fsmountComposefs } from './fsmount.js';
+import { FsmountError, fsmountComposefs, runDir } from './fsmount.js';
 import { type ComposefsOptions, overlayOptions } from './options.js';
 
 const fail = (msg: string, input?: string): never => {
@@ -105,9 +104,7 @@ export function mountComposefs(o: ComposefsOptions, target: string, opts: { chec
 }
 
 /** The mount(8) way: a temporary erofs mount (loop device), then the overlay on top. */
-function classicMount(o: ComposefsOptions, target: string): MountResult {  const runDir = fs.existsSync('/run') ? '/run/composefs-ts' : path.join(os.tmpdir(), 'composefs-ts');
-  fs.mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  const lower = fs.mkdtempSync(path.join(runDir, 'image-'));
+function classicMount(o: ComposefsOptions, target: string): MountResult {  const lower = fs.mkdtempSync(path.join(runDir(), 'image-'));
   try {
     const erofs = run('mount', ['-t', 'erofs', '-o', 'ro,loop', '--', o.image, lower]);
     if (!erofs.ok) fail(`mounting the image as erofs failed: ${erofs.err}`, o.image);

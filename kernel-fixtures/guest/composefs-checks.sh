@@ -129,6 +129,26 @@ if ! mount -t ext4 "$VDISK" "$W/vdisk" 2>> "$W/err"; then
     else skip_verity "cannot mount the ext4 verity disk: $(head -1 "$W/err")"; fi
     exit 0
 fi
+# ---- the new mount API (mount/fsmount.ts, in C: $DATA/fsmount): file-backed erofs from the ext4
+# disk (not tmpfs), lowerdir+ via /proc/self/fd, datadir+, one move_mount
+step
+m=$W/mnt-fsmount
+mkdir -p "$m"
+if [ -f "$DATA/fsmount.skip" ]; then
+    result fsmount:tree SKIP "$(cat "$DATA/fsmount.skip")"
+else
+    "$DATA/fsmount" "$W/vdisk/images/tree.img" "$W/vdisk/objects" "$m" 2>> "$W/err"
+    rc=$?
+    if [ $rc = 0 ]; then
+        compare fsmount:tree "$c/expected" "$m"
+        umount "$m"
+    elif [ $rc = 2 ] && [ "$EXPECT_FSMOUNT" != yes ]; then
+        result fsmount:tree SKIP "this kernel lacks it (mount.composefs falls back to mount(8)): $(head -1 "$W/err")"
+    else
+        result fsmount:tree FAIL "exit $rc: $(head -1 "$W/err")"; context fsmount:tree
+    fi
+fi
+
 enabled=0
 for f in $(find "$W/vdisk/objects" "$W/vdisk/tampered" "$W/vdisk/images" -type f); do
     fsverity enable "$f" 2>> "$W/err" || break

@@ -100,13 +100,17 @@ describe.runIf(!reason)('mounting composefs images', () => {
     expect(loopsUnder(tmp)).toBe(0);
   });
 
-  it('new mount API by default (file-backed erofs, no loop device); CFS_MOUNT_CLASSIC=1 uses mount(8)', () => {
+  it('new mount API by default (file-backed erofs, no loop device), with attached layers before 6.15; CFS_MOUNT_CLASSIC=1 uses mount(8)', () => {
     const store = path.join(tmp, 'objects');
     const img = path.join(tmp, 'store.img');
     expect(runBin('cfs-writer', ['--digest-store', store, tree, img]).code).toBe(0);
     const mountLine = (): string => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.includes(` ${mnt} `)) ?? '';
+    const layersLeft = (): number => fs.readdirSync('/run/composefs-ts').filter((d) => d.startsWith('layer-')).length;
+    const before = fs.existsSync('/run/composefs-ts') ? layersLeft() : 0;
     for (const [env, form] of [
       [{}, /lowerdir\+=\/proc\/self\/fd\/\d+,datadir\+=/],
+      // kernels before 6.15 refuse detached layers: the image is attached to a private directory first
+      [{ CFS_MOUNT_ATTACHED_LAYERS: '1' }, /lowerdir\+=\/run\/composefs-ts\/layer-\w+,datadir\+=/],
       [{ CFS_MOUNT_CLASSIC: '1' }, /lowerdir=\/run\/composefs-ts\/image-\w+::/],
     ] as const) {
       const r = runBin('cfs-mount', ['--base', store, img, mnt], { env });
@@ -114,6 +118,7 @@ describe.runIf(!reason)('mounting composefs images', () => {
       try {
         expect(mountLine()).toMatch(form);
         if (!('CFS_MOUNT_CLASSIC' in env)) expect(loopsUnder(tmp)).toBe(0);
+        expect(layersLeft()).toBe(before);
         expect(listing(mnt)).toBe(listing(tree));
       } finally {
         runBin('cfs-mount', ['umount', mnt]);
@@ -133,15 +138,17 @@ describe.runIf(!reason)('mounting composefs images', () => {
       for (let i = 0; i < 100 && fs.readlinkSync(ns) === fs.readlinkSync('/proc/self/ns/user'); i++) execFileSync('sleep', ['0.02']);
       fs.writeFileSync(`/proc/${holder.pid}/uid_map`, '0 100000 65536');
       fs.writeFileSync(`/proc/${holder.pid}/gid_map`, '0 100000 65536');
-      const r = runBin('mount.composefs', ['none', mnt, '-o', `descriptor=${img},base=${store},idmap=${ns}`]);
-      expect(r.code, r.stderr).toBe(0);
-      try {
-        const src = fs.lstatSync(path.join(tree, 'hello.txt'));
-        const st = fs.lstatSync(path.join(mnt, 'hello.txt'));
-        expect([st.uid, st.gid]).toEqual([src.uid + 100000, src.gid + 100000]);
-        expect(fs.readFileSync(path.join(mnt, 'sizes', 'f100000'))).toEqual(fs.readFileSync(path.join(tree, 'sizes', 'f100000')));
-      } finally {
-        runBin('cfs-mount', ['umount', mnt]);
+      for (const env of [{}, { CFS_MOUNT_ATTACHED_LAYERS: '1' }]) {
+        const r = runBin('mount.composefs', ['none', mnt, '-o', `descriptor=${img},base=${store},idmap=${ns}`], { env });
+        expect(r.code, r.stderr).toBe(0);
+        try {
+          const src = fs.lstatSync(path.join(tree, 'hello.txt'));
+          const st = fs.lstatSync(path.join(mnt, 'hello.txt'));
+          expect([st.uid, st.gid]).toEqual([src.uid + 100000, src.gid + 100000]);
+          expect(fs.readFileSync(path.join(mnt, 'sizes', 'f100000'))).toEqual(fs.readFileSync(path.join(tree, 'sizes', 'f100000')));
+        } finally {
+          runBin('cfs-mount', ['umount', mnt]);
+        }
       }
     } finally {
       holder.kill();
