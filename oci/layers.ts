@@ -9,6 +9,7 @@ import type { TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
 import { settleHardlinks } from '../cas/tar.js';
+import { ZstdWindowGuard } from '../cas/zstd.js';
 import { CfsError, ErrorCode, S_IFDIR, addChild, findChild, isDir, newInode, type Inode } from '../format/index.js';
 
 const WH = '.wh.';
@@ -30,13 +31,15 @@ export function decompressor(c: Compression): Transform | null {
   return null;
 }
 
-/** zstd via fzstd (pure JS: Node 20 has no zstd). */
+/** zstd via fzstd (pure JS: Node 20 has no zstd), refusing windows above zstd's default limit. */
 class ZstdDecompress extends Transform {
+  private readonly guard = new ZstdWindowGuard();
   private readonly d = new Decompress((data) => {
     this.push(Buffer.from(data));
   });
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
+      this.guard.feed(chunk);
       this.d.push(chunk);
     } catch (e) {
       return cb(new Error(`bad zstd data: ${(e as Error).message}`));

@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { CfsError, ErrorCode } from '../format/index.js';
-import { ZstdError, zstdDecompress } from './zstd.js';
+import { ZstdError, zstdDecompress } from '../cas/zstd.js';
 
 export const ESTARGZ_FOOTER_SIZE = 51;
 export const CRFS_FOOTER_SIZE = 47;

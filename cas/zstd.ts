@@ -1,8 +1,9 @@
 /**
- * Bounded zstd decompression of a byte range (fzstd: pure JS, Node 20 has no zstd). fzstd sizes
- * its output from each frame header, which a hostile blob controls, so the frames are walked
- * first (RFC 8878: frame header, block headers, optional checksum; skippable frames skipped) and
- * the range is refused if the sizes they declare exceed the limit.
+ * Bounded zstd decompression (fzstd: pure JS, Node 20 has no zstd). fzstd sizes its buffers from
+ * each frame header, which a hostile input controls, so frames are walked first (RFC 8878: frame
+ * header, block headers, optional checksum; skippable frames skipped): a byte range is refused
+ * if the sizes its frames declare exceed a limit (zstdDecompress), and a stream if a frame asks
+ * for a larger window than zstd's own default limit (ZstdWindowGuard).
  */
 import { decompress } from 'fzstd';
 
@@ -79,5 +80,82 @@ export function zstdDecompress(data: Uint8Array, limit: number): Buffer {
     return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   } catch (e) {
     throw new ZstdError((e as Error).message);
+  }
+}
+
+/** zstd's default decompression memory limit (without --long / --memory): 128 MiB windows. */
+export const STREAM_WINDOW_MAX = 128 << 20;
+
+/**
+ * Follows the frames of a zstd stream fed to it chunk by chunk, and throws ZstdError as soon as a
+ * frame header asks for a window (what streaming fzstd allocates) above `max`.
+ */
+export class ZstdWindowGuard {
+  private head: number[] = []; // bytes of a frame or block header being collected
+  private skip = 0; // bytes of payload to pass over
+  private inFrame = false;
+  private checksum = false;
+  private pos = 0;
+
+  constructor(private readonly max = STREAM_WINDOW_MAX) {}
+
+  feed(chunk: Uint8Array): void {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - i);
+        this.skip -= n;
+        i += n;
+        continue;
+      }
+      this.head.push(chunk[i++]);
+      this.pos++;
+      if (this.inFrame) this.blockHeader();
+      else this.frameHeader();
+    }
+  }
+
+  private frameHeader(): void {
+    const h = this.head;
+    if (h.length < 5) return;
+    const magic = (h[0] | (h[1] << 8) | (h[2] << 16) | (h[3] << 24)) >>> 0;
+    if (magic >>> 4 === 0x184d2a5) {
+      if (h.length < 8) return;
+      this.skip = (h[4] | (h[5] << 8) | (h[6] << 16) | (h[7] << 24)) >>> 0;
+      this.head = [];
+      return;
+    }
+    if (magic !== ZSTD_MAGIC) throw new ZstdError(`no zstd frame at byte ${this.pos - h.length}`);
+    const fhd = h[4];
+    const single = (fhd >> 5) & 1;
+    const fcsBytes = [single ? 1 : 0, 2, 4, 8][fhd >> 6];
+    const size = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] + fcsBytes;
+    if (h.length < size) return;
+    let window: number;
+    if (!single) {
+      const base = 2 ** (10 + (h[5] >> 3));
+      window = base + (base / 8) * (h[5] & 7);
+    } else {
+      const at = size - fcsBytes;
+      window = fcsBytes === 1 ? h[at] : fcsBytes === 2 ? h[at] + (h[at + 1] << 8) + 256 : 0;
+      for (let k = fcsBytes - 1; fcsBytes >= 4 && k >= 0; k--) window = window * 256 + h[at + k];
+    }
+    if (window > this.max) throw new ZstdError(`a frame asks for a ${window}-byte window, more than the ${this.max} allowed`);
+    this.checksum = ((fhd >> 2) & 1) === 1;
+    this.inFrame = true;
+    this.head = [];
+  }
+
+  private blockHeader(): void {
+    if (this.head.length < 3) return;
+    const bh = this.head[0] | (this.head[1] << 8) | (this.head[2] << 16);
+    this.head = [];
+    const type = (bh >> 1) & 3;
+    if (type === 3) throw new ZstdError(`reserved block type at byte ${this.pos - 3}`);
+    this.skip = type === 1 ? 1 : bh >>> 3;
+    if (bh & 1) {
+      this.inFrame = false;
+      if (this.checksum) this.skip += 4;
+    }
   }
 }
