@@ -80,6 +80,8 @@ export class FsmountError extends Error {
     message: string,
     readonly unsupported: boolean,
     readonly errno = 0,
+    /** Set when creating the `overlay` or `erofs` mount failed. */
+    readonly creating?: 'overlay' | 'erofs',
   ) {
     super(message);
   }
@@ -123,10 +125,10 @@ class Fds {
   }
 }
 
-function sysFail(what: string, ctx: number | null, unsupportedErrnos: number[] = [ENOSYS]): never {
+function sysFail(what: string, ctx: number | null, unsupportedErrnos: number[] = [ENOSYS], creating?: 'overlay' | 'erofs'): never {
   const e = koffi.errno();
   const log = ctx !== null && ctx >= 0 ? contextLog(ctx) : '';
-  throw new FsmountError(`${what}: ${strerror(e)}${log ? ` (${log})` : ''}`, unsupportedErrnos.includes(e), e);
+  throw new FsmountError(`${what}: ${strerror(e)}${log ? ` (${log})` : ''}`, unsupportedErrnos.includes(e), e, creating);
 }
 
 function setString(a: Api, fd: number, key: string, value: string, unsupported: number[] = []): void {
@@ -137,8 +139,8 @@ function setFlag(a: Api, fd: number, key: string): void {
   if (a.fsconfig(fd, FSCONFIG_SET_FLAG, key, null, 0) < 0) sysFail(`fsconfig ${key}`, fd);
 }
 
-function create(a: Api, fd: number, what: string, unsupported: number[] = []): void {
-  if (a.fsconfig(fd, FSCONFIG_CMD_CREATE, null, null, 0) < 0) sysFail(`creating the ${what} mount`, fd, unsupported);
+function create(a: Api, fd: number, what: 'overlay' | 'erofs', unsupported: number[] = []): void {
+  if (a.fsconfig(fd, FSCONFIG_CMD_CREATE, null, null, 0) < 0) sysFail(`creating the ${what} mount`, fd, unsupported, what);
 }
 
 /** mount_setattr(MOUNT_ATTR_IDMAP) with the user namespace at `usernsPath`. */
@@ -221,22 +223,23 @@ export function fsmountComposefs(o: ComposefsOptions, target: string): void {
     const usernsFd = o.idmap ? fds.add(fs.openSync(o.idmap, 'r')) : -1;
     const lower = erofsMount(a, fds, o.image);
     if (usernsFd >= 0) idmap(a, lower, usernsFd, 'the image');
-    const dataDirs = o.basedirs.map((b) => {
-      if (usernsFd < 0) return b;
+    // idmapped object directories are detached clones (-1: the directory itself)
+    const dataFds = o.basedirs.map((b) => {
+      if (usernsFd < 0) return -1;
       const t = fds.add(a.open_tree(AT_FDCWD, b, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
       if (t < 0) sysFail(`open_tree ${b}`, null);
       idmap(a, t, usernsFd, b);
-      return `/proc/self/fd/${t}`;
+      return t;
     });
-    const detached = [lower, ...dataDirs.map((d) => (d.startsWith('/proc/self/fd/') ? Number(d.slice(14)) : -1))];
     try {
       // CFS_MOUNT_ATTACHED_LAYERS=1 takes the path of kernels before 6.15 (for tests)
-      if (process.env.CFS_MOUNT_ATTACHED_LAYERS) throw new FsmountError('creating the overlay mount: forced', false, EINVAL);
+      if (process.env.CFS_MOUNT_ATTACHED_LAYERS) throw new FsmountError('creating the overlay mount: forced', false, EINVAL, 'overlay');
+      const dataDirs = o.basedirs.map((b, i) => (dataFds[i] < 0 ? b : `/proc/self/fd/${dataFds[i]}`));
       overlayMount(a, fds, o, `/proc/self/fd/${lower}`, dataDirs, target);
     } catch (e) {
       // overlayfs takes detached mounts as layers only from 6.15 ("failed to clone lowerpath"):
       // attach them to private directories first, and let go of those once the overlay is up
-      if (!(e instanceof FsmountError && e.errno === EINVAL && e.message.startsWith('creating the overlay'))) throw e;
+      if (!(e instanceof FsmountError && e.errno === EINVAL && e.creating === 'overlay')) throw e;
       const dirs: string[] = [];
       try {
         const attach = (fd: number, what: string): string => {
@@ -246,7 +249,7 @@ export function fsmountComposefs(o: ComposefsOptions, target: string): void {
           return dir;
         };
         const lowerDir = attach(lower, 'the image');
-        const data = dataDirs.map((d, i) => (detached[i + 1] >= 0 ? attach(detached[i + 1], o.basedirs[i]) : d));
+        const data = o.basedirs.map((b, i) => (dataFds[i] < 0 ? b : attach(dataFds[i], b)));
         overlayMount(a, fds, o, lowerDir, data, target);
       } finally {
         for (const d of dirs) {
