@@ -37,8 +37,8 @@ export interface Staged {
   applets: string;
 }
 
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'latin1', maxBuffer: 1 << 28, env: { ...process.env, ...opts.env } });
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'latin1', maxBuffer: 1 << 28, cwd: opts.cwd, env: { ...process.env, ...opts.env } });
   if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' / ')}`);
   return r.stdout;

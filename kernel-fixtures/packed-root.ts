@@ -6,10 +6,9 @@
  * chroot: every file's sha256 and every entry's type, mode, owner, link count and mtime equal
  * what busybox printed for the source tree on the host.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PROJECT_ROOT, SHARED } from './composefs.js';
+import { PROJECT_ROOT, SHARED, run } from './composefs.js';
 import { BUSYBOX, DEBIAN_KERNELS, fetchKernel, runGuest } from './index.js';
 import type { Run } from './report.js';
 
@@ -21,17 +20,12 @@ busybox find . -mindepth 1 ! -path './check' ! -path './check/*' -print0 | busyb
 busybox find . -mindepth 1 ! -path './check' ! -path './check/*' -type l -print0 | busybox sort -z | busybox xargs -0 busybox stat -c '%N' >> "$1/stat"
 `;
 
-function sh(cmd: string, args: string[], cwd?: string): void {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error?.message}`);
-}
-
 export async function runPackedRoot(work: string, timeoutMs: number): Promise<Run> {
   const label = 'debian-6.12';
   const k = fetchKernel(DEBIAN_KERNELS.find((x) => x.label === label)!.meta);
   const name = `${label} packed root (${k.release})`;
   const root = path.join(work, 'packed-root');
-  sh('bash', [path.join(SHARED, 'vectors', 'make-tree.sh'), root]);
+  run('bash', [path.join(SHARED, 'vectors', 'make-tree.sh'), root]);
   fs.mkdirSync(path.join(root, 'bin'), { recursive: true });
   fs.copyFileSync(BUSYBOX, path.join(root, 'bin', 'busybox'));
   fs.chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
@@ -39,9 +33,9 @@ export async function runPackedRoot(work: string, timeoutMs: number): Promise<Ru
   const check = path.join(root, 'check');
   fs.mkdirSync(check);
   fs.writeFileSync(path.join(check, 'listing.sh'), LISTING);
-  sh(BUSYBOX, ['sh', path.join(check, 'listing.sh'), check], root);
+  run(BUSYBOX, ['sh', path.join(check, 'listing.sh'), check], { cwd: root });
   const image = path.join(work, 'packed-root.erofs');
-  sh(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'cfs-pack.js'), root, image]);
+  run(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'cfs-pack.js'), root, image]);
 
   // the host's answers are in /check of the image; the guest's go to a tmpfs mounted over it
   const inner = `#!/bin/sh
