@@ -13,6 +13,44 @@ const BLOCK_MAX = 128 << 10;
 
 export class ZstdError extends Error {}
 
+interface FrameHeader {
+  /** Bytes of the header, magic included. */
+  size: number;
+  /** Window size, 0 for a single-segment frame (whose window is its content size). */
+  window: number;
+  /** Frame content size, 0 if not given. */
+  fcs: number;
+  checksum: boolean;
+}
+
+/** The header of the zstd frame at b[p] (magic already checked); null while b ends before it does. */
+function frameHeader(b: ArrayLike<number>, p: number): FrameHeader | null {
+  if (p + 5 > b.length) return null;
+  const fhd = b[p + 4];
+  const single = (fhd >> 5) & 1;
+  const fcsBytes = [single ? 1 : 0, 2, 4, 8][fhd >> 6];
+  const size = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] + fcsBytes;
+  if (p + size > b.length) return null;
+  let window = 0;
+  if (!single) {
+    const base = 2 ** (10 + (b[p + 5] >> 3));
+    window = base + (base / 8) * (b[p + 5] & 7);
+  }
+  let fcs = 0;
+  for (let k = fcsBytes - 1, at = p + size - fcsBytes; k >= 0; k--) fcs = fcs * 256 + b[at + k];
+  if (fcsBytes === 2) fcs += 256;
+  return { size, window, fcs, checksum: ((fhd >> 2) & 1) === 1 };
+}
+
+/** A 3-byte block header: bytes that follow it, the most output it yields, whether it is the last. */
+function blockHeader(bh: number, pos: number): { skip: number; out: number; last: boolean } {
+  const type = (bh >> 1) & 3;
+  const size = bh >>> 3;
+  if (type === 3) throw new ZstdError(`reserved block type at ${pos}`);
+  // raw and RLE blocks state their size; a compressed block yields at most 128 KiB
+  return { skip: type === 1 ? 1 : size, out: type === 2 ? BLOCK_MAX : size, last: (bh & 1) === 1 };
+}
+
 /**
  * Check that the frames in `data` need at most `limit` bytes of fzstd's memory (an upper bound:
  * what it allocates and what the blocks can produce); ZstdError otherwise, or for bad framing.
@@ -29,45 +67,23 @@ export function checkZstdFrames(data: Uint8Array, limit: number): void {
       continue;
     }
     if (magic !== ZSTD_MAGIC) throw new ZstdError(`no zstd frame at ${p}`);
-    const fhd = data[p + 4];
-    const fcsFlag = fhd >> 6;
-    const single = (fhd >> 5) & 1;
-    const checksum = (fhd >> 2) & 1;
-    const dictIdBytes = [0, 1, 2, 4][fhd & 3];
-    let q = p + 5;
-    let window = 0;
-    if (!single) {
-      if (q >= data.length) throw new ZstdError(`truncated frame header at ${p}`);
-      const wd = data[q++];
-      const base = 2 ** (10 + (wd >> 3));
-      window = base + (base / 8) * (wd & 7);
-    }
-    q += dictIdBytes;
-    const fcsBytes = [single ? 1 : 0, 2, 4, 8][fcsFlag];
-    if (q + fcsBytes > data.length) throw new ZstdError(`truncated frame header at ${p}`);
-    let fcs = 0;
-    if (fcsBytes === 1) fcs = data[q];
-    else if (fcsBytes === 2) fcs = dv.getUint16(q, true) + 256;
-    else if (fcsBytes === 4) fcs = dv.getUint32(q, true);
-    else if (fcsBytes === 8) fcs = dv.getUint32(q, true) + dv.getUint32(q + 4, true) * 2 ** 32;
-    q += fcsBytes;
+    const h = frameHeader(data, p);
+    if (!h) throw new ZstdError(`truncated frame header at ${p}`);
+    const { window, fcs } = h;
     if (window > MAX_WINDOW || fcs > limit) throw new ZstdError(`frames declare ${Math.max(window, fcs)} bytes, more than the ${limit} allowed`);
-    // what fzstd allocates, and what the blocks can produce (raw and RLE blocks state their
-    // size; a compressed block yields at most 128 KiB)
+    // what fzstd allocates, and what the blocks can produce
+    let q = p + h.size;
     let out = 0;
     for (;;) {
       if (q + 3 > data.length) throw new ZstdError(`truncated block at ${q}`);
-      const bh = data[q] | (data[q + 1] << 8) | (data[q + 2] << 16);
-      const type = (bh >> 1) & 3;
-      const size = bh >>> 3;
-      if (type === 3) throw new ZstdError(`reserved block type at ${q}`);
-      out += type === 2 ? BLOCK_MAX : size;
-      q += 3 + (type === 1 ? 1 : size);
-      if (bh & 1) break;
+      const blk = blockHeader(data[q] | (data[q + 1] << 8) | (data[q + 2] << 16), q);
+      out += blk.out;
+      q += 3 + blk.skip;
+      if (blk.last) break;
     }
     total += Math.max(fcs || window, Math.min(out, fcs || out));
     if (total > limit) throw new ZstdError(`frames declare ${total} bytes, more than the ${limit} allowed`);
-    p = q + (checksum ? 4 : 0);
+    p = q + (h.checksum ? 4 : 0);
     if (p > data.length) throw new ZstdError('truncated frame');
   }
 }
@@ -126,34 +142,21 @@ export class ZstdWindowGuard {
       return;
     }
     if (magic !== ZSTD_MAGIC) throw new ZstdError(`no zstd frame at byte ${this.pos - h.length}`);
-    const fhd = h[4];
-    const single = (fhd >> 5) & 1;
-    const fcsBytes = [single ? 1 : 0, 2, 4, 8][fhd >> 6];
-    const size = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] + fcsBytes;
-    if (h.length < size) return;
-    let window: number;
-    if (!single) {
-      const base = 2 ** (10 + (h[5] >> 3));
-      window = base + (base / 8) * (h[5] & 7);
-    } else {
-      const at = size - fcsBytes;
-      window = fcsBytes === 1 ? h[at] : fcsBytes === 2 ? h[at] + (h[at + 1] << 8) + 256 : 0;
-      for (let k = fcsBytes - 1; fcsBytes >= 4 && k >= 0; k--) window = window * 256 + h[at + k];
-    }
+    const fh = frameHeader(h, 0);
+    if (!fh) return;
+    const window = fh.window || fh.fcs; // single-segment: the content size
     if (window > this.max) throw new ZstdError(`a frame asks for a ${window}-byte window, more than the ${this.max} allowed`);
-    this.checksum = ((fhd >> 2) & 1) === 1;
+    this.checksum = fh.checksum;
     this.inFrame = true;
     this.head = [];
   }
 
   private blockHeader(): void {
     if (this.head.length < 3) return;
-    const bh = this.head[0] | (this.head[1] << 8) | (this.head[2] << 16);
+    const blk = blockHeader(this.head[0] | (this.head[1] << 8) | (this.head[2] << 16), this.pos - 3);
     this.head = [];
-    const type = (bh >> 1) & 3;
-    if (type === 3) throw new ZstdError(`reserved block type at byte ${this.pos - 3}`);
-    this.skip = type === 1 ? 1 : bh >>> 3;
-    if (bh & 1) {
+    this.skip = blk.skip;
+    if (blk.last) {
       this.inFrame = false;
       if (this.checksum) this.skip += 4;
     }
