@@ -177,6 +177,8 @@ interface ParseState {
   strict: boolean;
   /** Scratch: the 11 fixed fields of the current line. */
   fields: string[];
+  /** Xattr keys seen so far. */
+  keys: Map<string, string>;
   lastSec: number;
   lastSecBig: bigint;
 }
@@ -351,7 +353,11 @@ function parseLine(st: ParseState, line: string): void {
     if (sp === -1) sp = line.length;
     const eq = line.indexOf('=', q);
     if (eq === -1 || eq >= sp) fail('Missing = in xattr');
-    const key = cString(unescape(line.slice(q, eq)));
+    let key = cString(unescape(line.slice(q, eq)));
+    // one string per distinct key, so later lookups and comparisons are cheap
+    const known = st.keys.get(key);
+    if (known === undefined) st.keys.set(key, key);
+    else key = known;
     const value = unescape(line.slice(eq + 1, sp));
     try {
       budget = setXattr(inode.xattrs, key, value, budget);
@@ -403,7 +409,7 @@ function lookupLinkTarget(root: Inode, path: string): Dirent | Inode | null {
 
 /** Parse composefs-dump text into a tree. Throws CfsError naming the input and line. */
 export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
-  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), lastSec: -1, lastSecBig: 0n };
+  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), keys: new Map(), lastSec: -1, lastSecBig: 0n };
   let lineNo = 0;
   let pos = 0;
   const len = text.length;

@@ -184,7 +184,8 @@ function newENode(src: Inode | null, parent: ENode | null, name: string): ENode 
     payload: src?.payload ?? null,
     content: src?.content ?? null,
     digest: src?.digest ?? null,
-    xattrs: src ? src.xattrs.map((x) => ({ key: x.key, value: x.value })) : [],
+    // shallow: an entry whose key is rewritten gets a new object (rewriteNode)
+    xattrs: src ? src.xattrs.slice() : [],
     budget: src ? xattrBudget(src.xattrs) : 0,
     parent: null as unknown as ENode,
     src,
@@ -281,11 +282,11 @@ const EMPTY = '';
 const X = 'x';
 const Y = 'y';
 /** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
+const metacopyScratch = Buffer.alloc(4 + 32);
+metacopyScratch.set(METACOPY_HEADER);
 function metacopyValue(hex: string): string {
-  const b = Buffer.allocUnsafe(4 + 32);
-  b.set(METACOPY_HEADER);
-  b.write(hex, 4, 'hex');
-  return readLatin1(b, 0, b.length);
+  metacopyScratch.write(hex, 4, 'hex');
+  return readLatin1(metacopyScratch, 0, metacopyScratch.length);
 }
 
 /** Writes signed 64-bit values; most inodes share a few mtimes, so it keeps the last one. */
@@ -348,9 +349,11 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
     n.chunkBits = c.chunkBits;
     n.chunkCount = c.chunkCount;
   }
-  for (const x of n.xattrs) {
+  const xs = n.xattrs;
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i];
     if (x.key.startsWith(OVERLAY_PREFIX)) {
-      x.key = OVERLAY_ESCAPED_PREFIX + x.key.slice(OVERLAY_PREFIX.length);
+      xs[i] = { key: OVERLAY_ESCAPED_PREFIX + x.key.slice(OVERLAY_PREFIX.length), value: x.value };
     }
   }
   if (isExternal(n)) {
@@ -422,18 +425,27 @@ function selectVersion(root: Inode, minVersion: number, maxVersion: number): num
   return version;
 }
 
-function xattrPrefix(key: string): { index: number; suffix: string } {
+/** The name index of an xattr key and the length of its prefix, as `index << 8 | length`. */
+function xattrPrefix(key: string): number {
+  const c = key.charCodeAt(0);
+  // only these first bytes start a known prefix
+  if (c !== 0x75 && c !== 0x73 && c !== 0x74) return 0;
   for (const [prefix, index] of XATTR_PREFIXES) {
-    if (key.startsWith(prefix)) return { index, suffix: key.slice(prefix.length) };
+    if (key.startsWith(prefix)) return (index << 8) | prefix.length;
   }
-  return { index: 0, suffix: key };
+  return 0;
 }
-const entrySize = (x: Xattr): number => {
-  const { suffix } = xattrPrefix(x.key);
-  return (XATTR_ENTRY.SIZE + suffix.length + x.value.length + 3) & ~3;
-};
+const entrySize = (x: Xattr): number => (XATTR_ENTRY.SIZE + x.key.length - (xattrPrefix(x.key) & 0xff) + x.value.length + 3) & ~3;
 
-const cmpKey = (a: Xattr, b: Xattr): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+/** Sort by key (unique keys): insertion sort, as inodes carry a handful of xattrs. */
+function sortByKey(xs: Xattr[]): void {
+  for (let i = 1; i < xs.length; i++) {
+    const x = xs[i];
+    let j = i - 1;
+    for (; j >= 0 && xs[j].key > x.key; j--) xs[j + 1] = xs[j];
+    xs[j + 1] = x;
+  }
+}
 
 interface PairCount {
   x: Xattr;
@@ -441,25 +453,76 @@ interface PairCount {
   /** Offset in the shared table, or -1 when not shared. */
   offset: number;
 }
+/** Every pair seen once. */
+const UNIQUE: Readonly<PairCount> = { x: { key: '', value: '' }, count: 1, offset: -1 };
+
+/** A cheap hash of a pair from the key's length and last byte and at most 12 value bytes. */
+function fingerprint(x: Xattr): number {
+  const key = x.key;
+  const v = x.value;
+  const n = v.length;
+  let h = Math.imul(key.length ^ (key.charCodeAt(key.length - 1) << 8) ^ (n << 16), 0x9e3779b1);
+  for (let i = n > 8 ? n - 8 : 0; i < n; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+  if (n > 16) for (let i = n >> 1, end = i + 4; i < end; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+  return h ^ (h >>> 15);
+}
 
 /**
  * Count each exact (key, value) pair over all inodes; pairs used by two or more are shared.
  * Returns the shared entries in table order and, per node, each xattr's pair.
  */
 function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: PairCount[][] } {
+  // Most pairs (metacopy, redirect) are unique. A bit table of pair fingerprints finds the pairs
+  // that may repeat; only those go through the exact count.
+  let total = 0;
+  for (const n of nodes) total += n.xattrs.length;
+  let tableBits = 1 << 10;
+  while (tableBits < total * 16 && tableBits < 1 << 27) tableBits *= 2;
+  const mask = tableBits - 1;
+  const seen = new Int32Array(tableBits >>> 5);
+  const again = new Int32Array(tableBits >>> 5);
+  const fps = new Int32Array(total);
+  let k = 0;
+  for (const n of nodes) {
+    for (const x of n.xattrs) {
+      const fp = fingerprint(x) & mask;
+      fps[k++] = fp;
+      const w = fp >>> 5;
+      const bit = 1 << (fp & 31);
+      if (seen[w] & bit) again[w] |= bit;
+      else seen[w] |= bit;
+    }
+  }
   const byKey = new Map<string, Map<string, PairCount>>();
   const pairs: PairCount[][] = new Array(nodes.length);
+  k = 0;
+  // the pair before is often the same (one SELinux label on a whole directory)
+  let lastKey = '';
+  let lastValue = '';
+  let lastPair = UNIQUE as PairCount;
   for (let i = 0; i < nodes.length; i++) {
     const xs = nodes[i].xattrs;
     const list: PairCount[] = new Array(xs.length);
-    for (let j = 0; j < xs.length; j++) {
+    for (let j = 0; j < xs.length; j++, k++) {
       const x = xs[j];
+      if ((again[fps[k] >>> 5] & (1 << (fps[k] & 31))) === 0) {
+        list[j] = UNIQUE;
+        continue;
+      }
+      if (x.key === lastKey && x.value === lastValue) {
+        lastPair.count++;
+        list[j] = lastPair;
+        continue;
+      }
       let values = byKey.get(x.key);
       if (!values) byKey.set(x.key, (values = new Map()));
       let e = values.get(x.value);
       if (e) e.count++;
       else values.set(x.value, (e = { x, count: 1, offset: -1 }));
       list[j] = e;
+      lastKey = x.key;
+      lastValue = x.value;
+      lastPair = e;
     }
     pairs[i] = list;
   }
@@ -555,8 +618,8 @@ function tailPadding(n: ENode, pos: number, isize: number): number {
 
 /** The bloom filter bit of an xattr name. */
 function filterBit(key: string): number {
-  const { index, suffix } = xattrPrefix(key);
-  return 1 << (xxh32(Buffer.from(suffix, 'latin1'), (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
+  const p = xattrPrefix(key);
+  return 1 << (xxh32(Buffer.from(key.slice(p & 0xff), 'latin1'), (XATTR_FILTER_SEED + (p >> 8)) >>> 0) & (XATTR_FILTER_BITS - 1));
 }
 
 /** Inverted bloom filter of the inode's xattr names (bit set = name absent). */
@@ -638,7 +701,7 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
       }
       n.nlink = nlink;
     }
-    if (n.xattrs.length > 1) n.xattrs.sort(cmpKey);
+    if (n.xattrs.length > 1) sortByKey(n.xattrs);
     if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
       minSec = n.mtimeSec;
       minNsec = n.mtimeNsec;
@@ -789,13 +852,15 @@ function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: 
 }
 
 function writeXattr(img: Buffer, p: number, x: Xattr): number {
-  const { index, suffix } = xattrPrefix(x.key);
+  const key = x.key;
+  const pre = xattrPrefix(key);
+  const from = pre & 0xff;
   const E = XATTR_ENTRY.off;
-  img[p + E.nameLen] = suffix.length;
-  img[p + E.nameIndex] = index;
+  img[p + E.nameLen] = key.length - from;
+  img[p + E.nameIndex] = pre >> 8;
   img.writeUInt16LE(x.value.length, p + E.valueSize);
   p += XATTR_ENTRY.SIZE;
-  p += writeLatin1(img, suffix, p);
+  for (let i = from; i < key.length; i++) img[p++] = key.charCodeAt(i);
   p += writeLatin1(img, x.value, p);
   return (p + 3) & ~3;
 }
@@ -806,7 +871,8 @@ function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to
   let q = p;
   for (let i = from; i < to; i++) {
     const e = entries[i];
-    img.writeBigUInt64LE(BigInt(e.node.nid), q + D.nid);
+    img.writeUInt32LE(e.node.nid, q + D.nid);
+    img.writeUInt32LE(0, q + D.nid + 4);
     img.writeUInt16LE(nameoff, q + D.nameoff);
     img[q + D.fileType] = FILE_TYPES.get(typeOf(e.node)) ?? 0;
     nameoff += e.name.length;
@@ -858,7 +924,8 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     img.writeUInt16LE(format, pos + I.format);
     img.writeUInt16LE(icount, pos + I.xattrIcount);
     img.writeUInt16LE(n.mode & 0xffff, pos + I.mode);
-    img.writeBigUInt64LE(BigInt(size), pos + I.size);
+    img.writeUInt32LE(size % 2 ** 32, pos + I.size);
+    img.writeUInt32LE(Math.floor(size / 2 ** 32), pos + I.size + 4);
     img.writeUInt32LE(u, pos + I.u);
     img.writeUInt32LE(n.ino, pos + I.ino);
     img.writeUInt32LE(n.uid, pos + I.uid);
