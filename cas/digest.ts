@@ -1,15 +1,20 @@
 /** fs-verity digest of a file, streamed. Kept apart from the store so hashing workers load little. */
 import * as fs from 'node:fs';
-import { FsVerityHasher } from '../format/fsverity.js';
+import type { FsVerityHasher } from '../format/fsverity.js';
+import { newVerityHasher } from './sha256-native.js';
 
-/** Read buffer (per thread; allocating 1 MiB per file costs more than hashing it). */
+/**
+ * Read buffer (per thread; allocating one per file costs more than hashing it). 256 KiB reads
+ * stay in the CPU cache for the hash; 1 MiB reads were about 3x slower here.
+ */
 let readBuf: Buffer | null = null;
+let hasher: FsVerityHasher | null = null;
 
 export function digestOfFile(file: string | Buffer): { digest: string; size: number } {
   const fd = fs.openSync(file, 'r');
   try {
-    const h = new FsVerityHasher();
-    const buf = (readBuf ??= Buffer.allocUnsafe(1 << 20));
+    const h = (hasher ??= newVerityHasher()).reset();
+    const buf = (readBuf ??= Buffer.allocUnsafe(256 << 10));
     let size = 0;
     for (;;) {
       const n = fs.readSync(fd, buf, 0, buf.length, null);

@@ -1,9 +1,10 @@
 /** Store maintenance: gc (mark from refs/, sweep old unreferenced images and objects), fsck, missing. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CfsError, ErrorCode, FsVerityHasher, fsverityDigest } from '../format/index.js';
+import { CfsError, ErrorCode } from '../format/index.js';
 import { Store, imageNeeds, objectRelPath, walkObjects } from './store.js';
 import { measureVerity } from './sys.js';
+import { newVerityHasher, verityDigest } from './sha256-native.js';
 
 export interface GcResult {
   images: string[];
@@ -135,7 +136,7 @@ export interface FsckResult {
 function fileDigest(file: string): { digest: string; verity: string | null | 'unsupported' } {
   const fd = fs.openSync(file, 'r');
   try {
-    const h = new FsVerityHasher();
+    const h = newVerityHasher();
     const buf = Buffer.allocUnsafe(1 << 20);
     for (;;) {
       const n = fs.readSync(fd, buf, 0, buf.length, null);
@@ -187,7 +188,7 @@ export function fsck(store: Store, opts: { repair?: boolean } = {}): FsckResult 
     let data: Buffer;
     try {
       data = fs.readFileSync(file);
-      if (fsverityDigest(data).toString('hex') !== d) throw new CfsError(ErrorCode.Io, 'image content does not match its name');
+      if (verityDigest(data).toString('hex') !== d) throw new CfsError(ErrorCode.Io, 'image content does not match its name');
       for (const o of imageNeeds(data, file).objects) {
         let u = users.get(o);
         if (!u) users.set(o, (u = []));

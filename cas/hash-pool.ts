@@ -28,7 +28,7 @@ interface Lane {
 export class HashPool {
   private readonly lanes: Lane[] = [];
   private readonly inline: Buffer[] = [];
-  private batch: Buffer[] = [];
+  private batch: string[] = [];
   private batchBytes = 0;
   private batchStart = 0;
   private submitted = 0;
@@ -65,7 +65,7 @@ export class HashPool {
       this.inline.push(path);
       return this.submitted++;
     }
-    this.batch.push(path);
+    this.batch.push(path.toString('latin1'));
     this.batchBytes += size;
     if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.send();
     return this.submitted++;

@@ -4,7 +4,8 @@ import { digestOfFile } from './digest.js';
 
 export interface HashRequest {
   id: number;
-  paths: Uint8Array[];
+  /** Paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab. */
+  paths: string[];
   /** total size of the files, echoed back for load balancing */
   bytes: number;
 }
@@ -17,7 +18,7 @@ export interface HashReply {
 parentPort?.on('message', (req: HashRequest) => {
   const results = req.paths.map((p) => {
     try {
-      return digestOfFile(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+      return digestOfFile(Buffer.from(p, 'latin1'));
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       return { error: err.message, code: err.code };

@@ -7,9 +7,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CfsError, ErrorCode, FsVerityHasher, S_IFMT, S_IFREG, decodeImage, fsverityDigest } from '../format/index.js';
+import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
 import { Index } from './index.js';
 import { LOCK_EX, LOCK_SH, enableVerity, flock, syncfs } from './sys.js';
+import { verityDigest } from './sha256-native.js';
 
 export const STORE_MARKER = 'composefs-ts-store.json';
 /** hash: the fs-verity digest with SHA-256 over blockSize blocks, no salt (what composefs uses). */
@@ -250,7 +251,7 @@ export class Store {
 
   putBuffer(data: Uint8Array, opts: { verity?: boolean } = {}): PutResult {
     this.lock('shared');
-    const digest = fsverityDigest(data).toString('hex');
+    const digest = verityDigest(data).toString('hex');
     const dest = this.objectPath(digest);
     let added = false;
     if (!fs.existsSync(dest)) {
@@ -353,7 +354,7 @@ export class Store {
     if (opts.name !== undefined) checkRefName(opts.name);
     const needs = opts.needs ?? imageNeeds(image, opts.input ?? opts.name);
     this.lock('shared');
-    const digest = fsverityDigest(image).toString('hex');
+    const digest = verityDigest(image).toString('hex');
     const dest = path.join(this.imagesDir, digest);
     const added = !fs.existsSync(dest);
     if (added) {

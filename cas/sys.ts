@@ -15,6 +15,7 @@ interface Libc {
   ioctl: (fd: number, req: number, arg: Buffer) => number;
   mknod: (path: Buffer, mode: number, dev: bigint) => number;
   utimensat: (dirfd: number, path: Buffer, times: Buffer, flags: number) => number;
+  statx: (dirfd: number, path: Buffer, flags: number, mask: number, buf: Buffer) => number;
 }
 
 let libc: Libc | null | undefined;
@@ -29,6 +30,7 @@ function load(): Libc | null {
       ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
       mknod: lib.func('int mknod(const void *path, uint32_t mode, uint64_t dev)'),
       utimensat: lib.func('int utimensat(int dirfd, const void *path, const void *times, int flags)'),
+      statx: lib.func('int statx(int dirfd, const void *path, int flags, unsigned int mask, _Out_ void *buf)'),
     };
   } catch {
     libc = null;
@@ -141,4 +143,56 @@ export function setTimes(path: Buffer, sec: bigint, nsec: number): void {
     times.writeBigInt64LE(BigInt(nsec), at + 8);
   }
   if (required('utimensat').utimensat(AT_FDCWD, cPath(path), times, AT_SYMLINK_NOFOLLOW) !== 0) throw sysError('utimensat', errno(), path);
+}
+
+/** What the directory scan needs of lstat. */
+export interface LstatResult {
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** st_rdev in glibc's dev_t encoding, truncated to 32 bits as mkcomposefs stores it. */
+  rdev: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  /** st_dev in glibc's encoding, and st_ino: exact. */
+  dev: bigint;
+  ino: bigint;
+}
+
+const STATX_BASIC_STATS = 0x7ff;
+const statxBuf = Buffer.alloc(256);
+
+/** glibc's makedev(major, minor) as a 64-bit value. */
+const makedev = (major: number, minor: number): bigint =>
+  (BigInt(major & 0xfffff000) << 32n) | (BigInt(major & 0xfff) << 8n) | (BigInt(minor & 0xffffff00) << 12n) | BigInt(minor & 0xff);
+
+/**
+ * lstat of a NUL-terminated path through statx(2), into plain numbers: Node's BigIntStats
+ * allocates 14 BigInts and 4 Dates per call, which shows on trees of 100k+ entries.
+ */
+export function lstatx(pathZ: Buffer): LstatResult {
+  if (required('statx').statx(AT_FDCWD, pathZ, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, statxBuf) !== 0) {
+    throw sysError('lstat', errno(), pathZ.subarray(0, pathZ.length - 1));
+  }
+  const b = statxBuf;
+  const rdevMajor = b.readUInt32LE(128);
+  const rdevMinor = b.readUInt32LE(132);
+  return {
+    mode: b.readUInt16LE(28),
+    nlink: b.readUInt32LE(16),
+    uid: b.readUInt32LE(20),
+    gid: b.readUInt32LE(24),
+    rdev: (((rdevMajor & 0xfff) << 8) | (rdevMinor & 0xff) | ((rdevMinor & 0xfff00) << 12)) >>> 0,
+    size: b.readUInt32LE(40) + b.readUInt32LE(44) * 2 ** 32,
+    mtimeSec: b.readUInt32LE(112) + b.readInt32LE(116) * 2 ** 32,
+    mtimeNsec: b.readUInt32LE(120),
+    ctimeSec: b.readUInt32LE(96) + b.readInt32LE(100) * 2 ** 32,
+    ctimeNsec: b.readUInt32LE(104),
+    dev: makedev(b.readUInt32LE(136), b.readUInt32LE(140)),
+    ino: b.readBigUInt64LE(32),
+  };
 }

@@ -11,11 +11,12 @@ import { pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import {
-  CfsError, ErrorCode, FsVerityHasher, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+  CfsError, ErrorCode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
 } from '../format/index.js';
 import { Store, checkRefName, objectRelPath } from './store.js';
 import { syncfsAsync } from './sys.js';
+import { newVerityHasher } from './sha256-native.js';
 
 /** Files up to this size are stored inline in the image, as mkcomposefs does. */
 export const MAX_INLINE = 64;
@@ -188,7 +189,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       if (size > 0) inode.content = data.toString('latin1');
       return;
     }
-    const hasher = new FsVerityHasher();
+    const hasher = newVerityHasher();
     let chunks: Buffer[] | null = [];
     let held = 0;
     let fd = -1;

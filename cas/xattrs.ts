@@ -31,7 +31,11 @@ const value = Buffer.allocUnsafe(MAX);
 
 /** All xattrs of `path` as latin1 (name, value) strings, in listing order. */
 export function readXattrs(path: Buffer, filter?: (name: string) => boolean): [string, string][] {
-  const p = cPath(path);
+  return readXattrsZ(cPath(path), filter);
+}
+
+/** readXattrs of a path given NUL-terminated. */
+export function readXattrsZ(p: Buffer, filter?: (name: string) => boolean): [string, string][] {
   let buf = listBuf;
   let n = llistxattr(p, buf, buf.length) as number;
   if (n < 0 && koffi.errno() === ERANGE) {

@@ -21,12 +21,13 @@ import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { resolveImage } from '../cas/gc.js';
 import { Store, imageNeeds, objectRelPath } from '../cas/store.js';
-import { CfsError, ErrorCode, FsVerityHasher, MAX_IMAGE_SIZE, S_IFMT, S_IFREG, decodeImage, fsverityDigest, type Inode } from '../format/index.js';
+import { CfsError, ErrorCode, MAX_IMAGE_SIZE, S_IFMT, S_IFREG, decodeImage, type Inode } from '../format/index.js';
 import { loadBlob, loadImageRecord, saveBlob, saveImageRecord } from './meta.js';
 import { Progress } from './progress.js';
 import { formatReference, parseReference, type Reference } from './reference.js';
 import { type Descriptor, type Manifest, MediaType, Registry } from './registry.js';
 import type { PullResult } from './pull.js';
+import { newVerityHasher, verityDigest } from '../cas/sha256-native.js';
 
 export const ARTIFACT_TYPE = 'application/vnd.composefs-ts.image.v1';
 export const ARTIFACT_CONFIG = 'application/vnd.composefs-ts.index.v1+json';
@@ -71,7 +72,7 @@ export async function push(store: Store, spec: string, refText: string, opts: { 
   if (!ref.tag || ref.digest) throw new CfsError(ErrorCode.Usage, 'push needs a tag, not a digest', { input: refText });
   const progress = opts.progress ?? new Progress(null);
   const { file, data } = resolveImage(store, spec);
-  const imageHex = fsverityDigest(data).toString('hex');
+  const imageHex = verityDigest(data).toString('hex');
   const objects = objectsInTreeOrder(data, file);
   const lacking = objects.filter((o) => !store.has(o));
   if (lacking.length) throw new CfsError(ErrorCode.Io, `the image needs ${lacking.length} objects the store lacks (see cfs-cas missing)`, { input: spec });
@@ -258,7 +259,7 @@ export async function pullArtifact(
   const indexBytes = await reg.blobBytes(o.config, MAX_INDEX);
   const idx = parseIndex(indexBytes, o.layers, input);
   const image = await reg.blobBytes(o.layers[0], MAX_IMAGE_SIZE);
-  const imageHex = fsverityDigest(image).toString('hex');
+  const imageHex = verityDigest(image).toString('hex');
   if (imageHex !== idx.image.digest) throw new CfsError(ErrorCode.Io, `digest mismatch: the image's fs-verity digest is ${imageHex}, the index says ${idx.image.digest}`, { input });
   const res: PullResult = { kind: 'artifact', reference: o.reference, name: o.name, image: '', manifest: o.manifest.digest, blobs: [], transferredBytes: 0, newObjects: 0, missing: 0 };
   const missing = imageNeeds(image, input).objects.filter((d) => !store.has(d));
@@ -282,7 +283,7 @@ export async function pullArtifact(
 /** cfs-cas fetch-missing: the objects an image lacks, from the artifact it was pulled from. */
 export async function fetchMissing(store: Store, spec: string, opts: { jobs?: number; progress?: Progress } = {}): Promise<{ image: string; fetched: number; bytes: number; requests: number }> {
   const { file, data } = resolveImage(store, spec);
-  const imageHex = fsverityDigest(data).toString('hex');
+  const imageHex = verityDigest(data).toString('hex');
   const rec = loadImageRecord(store, imageHex);
   const indexBytes = rec?.kind === 'artifact' ? loadBlob(store, rec.config) : null;
   if (!rec || !indexBytes) throw new CfsError(ErrorCode.Io, 'no composefs artifact recorded for this image (pull one with cfs-cas pull --lazy)', { input: spec });
@@ -397,7 +398,7 @@ async function streamPack(
 
 /** Write one object's bytes to `file`, checking size and fs-verity digest. */
 async function receiveObject(src: AsyncIterable<unknown> | null, digest: string, size: number, file: string, input: string): Promise<void> {
-  const hasher = new FsVerityHasher();
+  const hasher = newVerityHasher();
   const fd = fs.openSync(file, 'wx', 0o644);
   let n = 0;
   try {

@@ -6,10 +6,11 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { Command } from 'commander';
 import { ExitCode, UsageError, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
-import { CfsError, ErrorCode, fsverityDigest } from '../format/index.js';
+import { CfsError, ErrorCode } from '../format/index.js';
 import { Store } from '../cas/store.js';
 import { type Blob, ESTARGZ_FOOTER_SIZE, blobFromBuffer, blobKind, blobLayout, openBlobFile, readTocFromBlob, MAX_TOC_SIZE } from './blob.js';
 import { convertToc } from './convert.js';
+import { verityDigest } from '../cas/sha256-native.js';
 
 const TOOL = 'cfs-writer-json';
 
@@ -142,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const inputName = source === '-' ? 'stdin' : source;
     const r = convertToc(src.toc, { input: inputName, ...ver, store: store ?? undefined, blob: blob ?? undefined, dataEnd, name: opts.name });
-    const digest = opts.printDigest || opts.printDigestOnly ? fsverityDigest(r.image).toString('hex') : '';
+    const digest = opts.printDigest || opts.printDigestOnly ? verityDigest(r.image).toString('hex') : '';
     const toStdout = !opts.printDigestOnly && (image === '-' || (image === undefined && !store));
     if (!opts.printDigestOnly) {
       if (toStdout) await writeStdout(r.image);

@@ -14,10 +14,11 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CfsError, ErrorCode, FsVerityHasher, encodeImage, isCfsError } from '../format/index.js';
+import { CfsError, ErrorCode, encodeImage, isCfsError } from '../format/index.js';
 import { type Store, objectRelPath } from '../cas/store.js';
 import { type Blob, MemberReader } from './blob.js';
 import { type ContentFile, type TocTree, buildTree, parseTocJson, quoteName } from './toc.js';
+import { newVerityHasher } from '../cas/sha256-native.js';
 
 /** Files up to this size are stored inline in the image when their content is known. */
 export const MAX_INLINE = 64;
@@ -141,7 +142,7 @@ function extractContents(
   for (let i = 0; i < tree.files.length; i++) {
     const f = tree.files[i];
     const fail = failFor(f);
-    const verity = new FsVerityHasher();
+    const verity = newVerityHasher();
     const sha = createHash('sha256');
     const inline: Buffer[] | null = f.size <= MAX_INLINE ? [] : null;
     let file = '';

@@ -6,11 +6,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
-import { encodeImage, fsverityDigest, parseDump } from '../format/index.js';
+import { encodeImage, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
+import { verityDigest } from '../cas/sha256-native.js';
 
 const TOOL = 'cfs-writer';
 /** Dump files are read whole; 4 GiB of text is far beyond any real tree. */
@@ -152,7 +153,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     progress.done();
     cache?.save();
     const img = result.image;
-    const digest = fsverityDigest(img).toString('hex');
+    const digest = verityDigest(img).toString('hex');
 
     if (opts.snapshot) {
       const s = store as Store;
@@ -202,7 +203,7 @@ async function fromDump(source: string, image: string | undefined, opts: Opts): 
     else writeFileAtomic(image!, img);
   }
   if (opts.printDigest || opts.printDigestOnly) {
-    (toStdout ? process.stderr : process.stdout).write(`${fsverityDigest(img).toString('hex')}\n`);
+    (toStdout ? process.stderr : process.stdout).write(`${verityDigest(img).toString('hex')}\n`);
   }
   return ExitCode.Ok;
 }

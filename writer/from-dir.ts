@@ -20,7 +20,8 @@ import {
   newInode,
 } from '../format/index.js';
 import { setXattr } from '../format/dumpfile.js';
-import { readXattrs } from '../cas/xattrs.js';
+import { readXattrsZ } from '../cas/xattrs.js';
+import { type LstatResult, lstatx } from '../cas/sys.js';
 
 /** Files up to this size are stored in the image itself (mkcomposefs's recommended maximum). */
 export const INLINE_MAX = 64;
@@ -63,7 +64,6 @@ export interface ScanResult {
   externalBytes: number;
 }
 
-const SLASH = Buffer.from('/');
 const NSEC = 1_000_000_000n;
 
 function describeErrno(e: NodeJS.ErrnoException): string {
@@ -82,11 +82,12 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
     throw new CfsError(ErrorCode.Io, `${what}: ${msg}`, { input: path.toString('latin1') });
   };
 
-  /** Load one entry; null when it is skipped. */
-  const load = (path: Buffer, rel: string): Inode | null => {
-    let st: fs.BigIntStats;
+  /** Load one entry (`pathZ`: its path and a NUL); null when it is skipped. */
+  const load = (pathZ: Buffer, rel: string): Inode | null => {
+    const path = pathZ.subarray(0, pathZ.length - 1);
+    let st: LstatResult;
     try {
-      st = fs.lstatSync(path, { bigint: true });
+      st = lstatx(pathZ);
     } catch (e) {
       if (opts.ignoreErrors && rel !== '') {
         res.skipped++;
@@ -94,10 +95,10 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       }
       return fail(path, 'cannot stat', e);
     }
-    const mode = Number(st.mode);
+    const mode = st.mode;
     const type = mode & S_IFMT;
     if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) return null;
-    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1n) {
+    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) {
       const key = `${st.dev}:${st.ino}`;
       const seen = byDevIno.get(key);
       if (seen) {
@@ -107,15 +108,13 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       }
     }
     const inode = newInode(mode);
-    inode.uid = Number(st.uid & 0xffffffffn);
-    inode.gid = Number(st.gid & 0xffffffffn);
-    inode.rdev = Number(st.rdev & 0xffffffffn);
-    inode.size = Number(st.size);
+    inode.uid = st.uid;
+    inode.gid = st.gid;
+    inode.rdev = st.rdev;
+    inode.size = st.size;
     if (!opts.useEpoch) {
-      const ns = st.mtimeNs;
-      const nsec = ((ns % NSEC) + NSEC) % NSEC;
-      inode.mtimeSec = (ns - nsec) / NSEC;
-      inode.mtimeNsec = Number(nsec);
+      inode.mtimeSec = BigInt(st.mtimeSec);
+      inode.mtimeNsec = st.mtimeNsec;
     }
     try {
       if (type === S_IFLNK) {
@@ -131,7 +130,7 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       if (!opts.skipXattrs) {
         let budget = 0;
         const filter = opts.userXattrs ? (name: string): boolean => name.startsWith('user.') : undefined;
-        for (const [key, value] of readXattrs(path, filter)) budget = setXattr(inode.xattrs, key, value, budget);
+        for (const [key, value] of readXattrsZ(pathZ, filter)) budget = setXattr(inode.xattrs, key, value, budget);
       }
     } catch (e) {
       if (opts.ignoreErrors && rel !== '') {
@@ -140,9 +139,10 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       }
       return fail(path, 'cannot read', e);
     }
-    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1n) byDevIno.set(`${st.dev}:${st.ino}`, inode);
+    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) byDevIno.set(`${st.dev}:${st.ino}`, inode);
     if (type === S_IFREG && inode.size > INLINE_MAX) {
-      const file = { inode, path, rel, stat: { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs } };
+      const stat = { dev: st.dev, ino: st.ino, mtimeNs: BigInt(st.mtimeSec) * NSEC + BigInt(st.mtimeNsec), ctimeNs: BigInt(st.ctimeSec) * NSEC + BigInt(st.ctimeNsec) };
+      const file = { inode, path, rel, stat };
       res.external.push(file);
       res.externalBytes += inode.size;
       opts.onExternal?.(file, res.external.length - 1);
@@ -158,9 +158,9 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
   };
 
   const readChildren = (dir: Inode, path: Buffer, rel: string): void => {
-    let names: Buffer[];
+    let names: string[];
     try {
-      names = fs.readdirSync(path, { encoding: 'buffer' });
+      names = fs.readdirSync(path, { encoding: 'latin1' });
     } catch (e) {
       if (opts.ignoreErrors && rel !== '') {
         res.skipped++;
@@ -168,13 +168,12 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       }
       return fail(path, 'cannot read directory', e);
     }
-    const sorted = names.map((n) => n.toString('latin1')).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const sorted = names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const dirPath = path.toString('latin1');
     const children: Dirent[] = [];
     for (const name of sorted) {
       if (name.length > MAX_NAME_LEN) fail(path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
-      const nameBuf = Buffer.from(name, 'latin1');
-      const childPath = Buffer.concat([path, SLASH, nameBuf]);
-      const child = load(childPath, rel === '' ? name : `${rel}/${name}`);
+      const child = load(Buffer.from(`${dirPath}/${name}\0`, 'latin1'), rel === '' ? name : `${rel}/${name}`);
       if (!child) continue;
       // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
       let link = false;
@@ -189,7 +188,7 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
 
   const owned = new Set<Inode>();
 
-  const root = load(top, '');
+  const root = load(Buffer.concat([top, Buffer.from([0])]), '');
   if (!root || (root.mode & S_IFMT) !== S_IFDIR) {
     throw new CfsError(ErrorCode.Usage, 'not a directory', { input: top.toString('latin1') });
   }

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { FsVerityHasher, cryptoBlockHasher, fsverityDigest } from '../../format/fsverity.js';
+import { blockHasher, newVerityHasher, verityDigest } from '../../cas/sha256-native.js';
+
+/** Deterministic bytes. */
+function data(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+const SIZES = [0, 1, 4095, 4096, 4097, 128 * 4096, 128 * 4096 + 1, 129 * 4096, 128 * 128 * 4096 + 3 * 4096 + 7];
+
+describe('native fs-verity block hasher', () => {
+  it('is the OpenSSL one here, not the node:crypto fallback', () => {
+    expect(blockHasher).not.toBe(cryptoBlockHasher);
+  });
+
+  it('gives node:crypto digests for sizes around block and level boundaries', () => {
+    for (const n of SIZES) {
+      const d = data(n, n + 1);
+      expect(verityDigest(d).toString('hex'), `size ${n}`).toBe(fsverityDigest(d, cryptoBlockHasher).toString('hex'));
+    }
+  });
+
+  it('gives the same digest for any chunking, and after reset() for a second input', () => {
+    const big = data(128 * 128 * 4096 + 5000, 7);
+    const small = data(5000, 8);
+    const h = newVerityHasher();
+    for (let off = 0; off < big.length; off += 70001) h.update(big.subarray(off, off + 70001));
+    expect(h.digest().toString('hex')).toBe(fsverityDigest(big, cryptoBlockHasher).toString('hex'));
+    // a reused hasher must not see the earlier, deeper tree
+    expect(h.reset().update(small).digest().toString('hex')).toBe(new FsVerityHasher().update(small).digest().toString('hex'));
+  });
+
+  it('refuses a block range outside the buffers', () => {
+    expect(() => blockHasher(Buffer.alloc(4096), 1, 1, Buffer.alloc(32), 0)).toThrow(RangeError);
+    expect(() => blockHasher(Buffer.alloc(4096), 0, 1, Buffer.alloc(32), 1)).toThrow(RangeError);
+  });
+});
