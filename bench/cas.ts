@@ -1,8 +1,9 @@
 /**
  * cfs-cas benchmark: import a generated tree (as a tar, and as a directory with
  * `cfs-writer --snapshot`) into a fresh store, then import it again (all dedup), and compare MB/s
- * with `sha256sum` over the same files in the same run. A tar has to be read and hashed again on
- * a second import; a directory does not (the digest cache), so only the latter can be 5x faster.
+ * with `sha256sum` over the same files in the same run. The second import of an unchanged tar file
+ * is registered from the store's record of the first (the tar is not read); a directory is
+ * scanned again but unchanged files are not re-hashed (the digest cache).
  *
  * Environment:
  *   BENCH_CAS_FILES  number of files (default 2000; 0 skips this benchmark)

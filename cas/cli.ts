@@ -1,14 +1,15 @@
 /** cfs-cas: the content-addressed store that composefs images share. */
 import * as fs from 'node:fs';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { ExitCode, TextOut, UsageError, intOption, runMain, writeAll } from '../cli-kit/index.js';
 import { CfsError, ErrorCode, MAX_IMAGE_SIZE } from '../format/index.js';
 import { fsck, gc, missingObjects } from './gc.js';
 import { Store, checkDigest, defaultStorePath } from './store.js';
-import { importTar } from './tar.js';
-import { fetchMissing, push } from '../oci/artifact.js';
-import { Progress } from '../oci/progress.js';
-import { pull } from '../oci/pull.js';
+
+// Loaded by the commands that use them: every command pays for what is imported here.
+const tarModule = (): Promise<typeof import('./tar.js')> => import('./tar.js');
+const ociArtifact = (): Promise<typeof import('../oci/artifact.js')> => import('../oci/artifact.js');
+const ociProgress = async (): Promise<InstanceType<typeof import('../oci/progress.js').Progress>> => new (await import('../oci/progress.js')).Progress();
 
 const TOOL = 'cfs-cas';
 
@@ -152,17 +153,20 @@ Examples:
     .argument('<TAR>')
     .option('--name <NAME>', 'ref to point at the image')
     .option('--json', 'JSON output')
-    .action((file: string, o: StoreOpt & { name?: string }) =>
+    .addOption(new Option('--no-cache', 'read the tar even if this file, unchanged, was imported before'))
+    .action((file: string, o: StoreOpt & { name?: string; cache?: boolean }) =>
       withStore(o, true, async (s) => {
-        const input = file === '-' ? 'stdin' : file;
-        if (file !== '-' && fs.statSync(file).isDirectory()) throw new CfsError(ErrorCode.Io, 'is a directory', { input });
-        const stream = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 });
-        const r = await importTar(s, stream, { name: o.name, input });
+        const { importTar, importTarFile } = await tarModule();
+        const r =
+          file === '-'
+            ? { ...(await importTar(s, process.stdin, { name: o.name, input: 'stdin' })), cached: false }
+            : await importTarFile(s, file, { name: o.name, cache: o.cache });
         if (o.json) json(r);
         else {
           out.write(`${r.image}\n`);
           process.stderr.write(
-            `${TOOL}: ${r.entries} entries; objects: ${r.newObjects} new (${r.newBytes} bytes), ${r.dedupObjects} deduplicated (${r.dedupBytes} bytes)\n`,
+            `${TOOL}: ${r.entries} entries; objects: ${r.newObjects} new (${r.newBytes} bytes), ${r.dedupObjects} deduplicated (${r.dedupBytes} bytes)` +
+              `${r.cached ? '; unchanged since an earlier import, not read again (--no-cache reads it)' : ''}\n`,
           );
         }
       }),
@@ -178,7 +182,8 @@ Examples:
     .option('--json', 'JSON output')
     .action((ref: string, o: StoreOpt & { name?: string; plainHttp?: boolean; lazy?: boolean; platform: string; jobs: string }) =>
       withStore(o, true, async (s) => {
-        const r = await pull(s, ref, { name: o.name, plainHttp: o.plainHttp, lazy: o.lazy, platform: o.platform, jobs: intOption('--jobs', o.jobs, 1, 64), progress: new Progress() });
+        const { pull } = await import('../oci/pull.js');
+        const r = await pull(s, ref, { name: o.name, plainHttp: o.plainHttp, lazy: o.lazy, platform: o.platform, jobs: intOption('--jobs', o.jobs, 1, 64), progress: await ociProgress() });
         if (o.json) json(r);
         else {
           out.write(`${r.image}\n`);
@@ -199,7 +204,7 @@ Examples:
     .action((image: string, ref: string, o: StoreOpt & { plainHttp?: boolean; packSize?: string }) =>
       withStore(o, false, async (s) => {
         const packSize = o.packSize !== undefined ? intOption('--pack-size', o.packSize, 1) : undefined;
-        const r = await push(s, image, ref, { plainHttp: o.plainHttp, packSize, progress: new Progress() });
+        const r = await (await ociArtifact()).push(s, image, ref, { plainHttp: o.plainHttp, packSize, progress: await ociProgress() });
         if (o.json) json(r);
         else {
           out.write(`${r.manifest}\n`);
@@ -214,7 +219,7 @@ Examples:
     .option('--json', 'JSON output')
     .action((image: string, o: StoreOpt & { jobs: string }) =>
       withStore(o, false, async (s) => {
-        const r = await fetchMissing(s, image, { jobs: intOption('--jobs', o.jobs, 1, 64), progress: new Progress() });
+        const r = await (await ociArtifact()).fetchMissing(s, image, { jobs: intOption('--jobs', o.jobs, 1, 64), progress: await ociProgress() });
         if (o.json) json(r);
         else process.stderr.write(`${TOOL}: ${r.fetched} objects fetched (${r.bytes} bytes, ${r.requests} requests)\n`);
       }),

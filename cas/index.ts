@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS file_digests (  -- cfs-writer's digest cache; reindex
   stamp TEXT NOT NULL,          -- "size:mtime_ns:ctime_ns" when it was hashed
   digest TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tar_imports (  -- cfs-cas import-tar's cache of unchanged tar files
+  file TEXT PRIMARY KEY,        -- "dev:ino" of the tar file
+  stamp TEXT NOT NULL,          -- "size:mtime_ns:ctime_ns" when it was imported
+  image TEXT NOT NULL,          -- the image it gave
+  result TEXT NOT NULL          -- JSON: entries, files, bytes
+) WITHOUT ROWID;
 `;
 
 export interface Stats {
@@ -77,6 +83,8 @@ export class Index {
       objectImages: this.db.prepare('SELECT image FROM image_objects WHERE object = ? ORDER BY image'),
       getFileDigest: this.db.prepare('SELECT stamp, digest FROM file_digests WHERE file = ?'),
       putFileDigest: this.db.prepare('INSERT OR REPLACE INTO file_digests (file, stamp, digest) VALUES (?, ?, ?)'),
+      getTarImport: this.db.prepare('SELECT stamp, image, result FROM tar_imports WHERE file = ?'),
+      putTarImport: this.db.prepare('INSERT OR REPLACE INTO tar_imports (file, stamp, image, result) VALUES (?, ?, ?, ?)'),
     };
   }
 
@@ -138,6 +146,16 @@ export class Index {
     this.db.transaction(() => {
       for (const r of rows) this.stmts.putFileDigest.run(...r);
     })();
+  }
+
+  /** The image a tar file ("dev:ino") gave when its stamp was the same, and what was counted then. */
+  tarImport(file: string, stamp: string): { image: string; result: string } | undefined {
+    const row = this.stmts.getTarImport.get(file) as { stamp: string; image: string; result: string } | undefined;
+    return row && row.stamp === stamp ? row : undefined;
+  }
+
+  putTarImport(file: string, stamp: string, image: string, result: string): void {
+    this.stmts.putTarImport.run(file, stamp, image, result);
   }
 
   refs(): { name: string; image: string }[] {

@@ -14,7 +14,7 @@ import {
   CfsError, ErrorCode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
 } from '../format/index.js';
-import { Store, checkRefName, objectRelPath } from './store.js';
+import { Store, checkRefName, imageNeeds, objectRelPath } from './store.js';
 import { syncfsAsync } from './sys.js';
 import { newVerityHasher } from './sha256-native.js';
 
@@ -389,4 +389,57 @@ function paxXattrs(pax: Record<string, string> | null | undefined): { key: strin
     }
   }
   return [...out].map(([key, value]) => ({ key, value }));
+}
+
+/** A tar file changed within this long before an import is not cached (its stamp may not tell). */
+const RACY_NS = 1_000_000_000n;
+
+function tarStamp(st: fs.BigIntStats): { file: string; stamp: string } {
+  return { file: `${st.dev}:${st.ino}`, stamp: `${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
+}
+
+/**
+ * importTar of a tar file, with a cache in the store's index: a file whose (dev, ino, size,
+ * mtime, ctime) are those of an earlier import, whose image is still in the store with every
+ * object it needs, is registered again without reading it. `cache: false` reads it anyway
+ * (and refreshes the cache).
+ */
+export async function importTarFile(store: Store, file: string, opts: { name?: string; cache?: boolean }): Promise<ImportResult & { cached: boolean }> {
+  if (opts.name !== undefined) checkRefName(opts.name);
+  const startNs = BigInt(Date.now()) * 1_000_000n;
+  const before = fs.statSync(file, { bigint: true });
+  if (before.isDirectory()) throw new CfsError(ErrorCode.Io, 'is a directory', { input: file });
+  const key = tarStamp(before);
+  const hit = opts.cache === false ? undefined : store.index.tarImport(key.file, key.stamp);
+  if (hit) {
+    const r = reuseImport(store, hit.image, hit.result, opts.name);
+    if (r) return { ...r, cached: true };
+  }
+  const res = await importTar(store, fs.createReadStream(file, { highWaterMark: 1 << 20 }), { name: opts.name, input: file });
+  const after = tarStamp(fs.statSync(file, { bigint: true }));
+  const racy = before.mtimeNs >= startNs - RACY_NS || before.ctimeNs >= startNs - RACY_NS;
+  if (!racy && after.file === key.file && after.stamp === key.stamp && res.missing.length === 0) {
+    const { entries, files } = res;
+    store.index.putTarImport(key.file, key.stamp, res.image, JSON.stringify({ entries, files, bytes: res.newBytes + res.dedupBytes }));
+  }
+  return { ...res, cached: false };
+}
+
+/** Register the image of a cached import again; null if it or one of its objects is gone. */
+function reuseImport(store: Store, image: string, result: string, name: string | undefined): ImportResult | null {
+  store.lock('shared'); // no gc between the checks and the new ref
+  let data: Buffer;
+  let counts: { entries: number; files: number; bytes: number };
+  try {
+    data = fs.readFileSync(path.join(store.imagesDir, image));
+    counts = JSON.parse(result) as typeof counts;
+  } catch {
+    return null;
+  }
+  const needs = imageNeeds(data, image);
+  if (!needs.objects.every((o) => store.has(o))) return null;
+  // addImage checks the content against its name and points the ref at it
+  const reg = store.addImage(data, { name, input: image, needs });
+  if (reg.digest !== image || reg.missing.length > 0) return null;
+  return { image, entries: counts.entries, files: counts.files, newObjects: 0, newBytes: 0, dedupObjects: counts.files, dedupBytes: counts.bytes, missing: [] };
 }

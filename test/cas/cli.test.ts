@@ -127,3 +127,37 @@ describe('cfs-cas CLI', () => {
     expectCode(cas(['--help']), 0);
   });
 });
+
+describe('cfs-cas import-tar cache', () => {
+  it('registers an unchanged tar file again without reading it, and reads it when it changed or lost objects', async () => {
+    const dir = tmpDir();
+    const store = path.join(dir, 'store');
+    const tar = path.join(dir, 'os.tar');
+    fs.writeFileSync(tar, await sampleTar());
+    await new Promise((r) => setTimeout(r, 1100)); // a file changed in the last second is not cached
+    const run = (name: string, ...flags: string[]) => {
+      const r = cas(['import-tar', tar, '--name', name, '--json', ...flags, '--store', store]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout.toString()) as { image: string; cached: boolean; entries: number; files: number; newObjects: number; dedupObjects: number; dedupBytes: number };
+    };
+    const first = run('a');
+    expect(first.cached).toBe(false);
+    const second = run('b');
+    expect(second).toMatchObject({ cached: true, image: first.image, entries: first.entries, files: first.files, newObjects: 0, dedupObjects: first.files });
+    expect(fs.readlinkSync(path.join(store, 'refs/b'))).toBe(`../images/${first.image}`);
+    expect(run('c', '--no-cache').cached).toBe(false);
+
+    // an object gone from the store: the tar is read again and the object comes back
+    const objectsDir = path.join(store, 'objects');
+    const xx = fs.readdirSync(objectsDir).find((d) => /^[0-9a-f]{2}$/.test(d))!;
+    const victim = path.join(objectsDir, xx, fs.readdirSync(path.join(objectsDir, xx))[0]);
+    fs.rmSync(victim);
+    const third = run('d');
+    expect(third.cached).toBe(false);
+    expect(fs.existsSync(victim)).toBe(true);
+
+    // a changed tar (new ctime) is read again
+    fs.appendFileSync(tar, Buffer.alloc(1024));
+    expect(run('e').cached).toBe(false);
+  });
+});

@@ -55,7 +55,8 @@ describe('cfs-cas processes', () => {
 
     let killed = 0;
     for (let i = 0; i < 10; i++) {
-      const r = await cas(['import-tar', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 0.8) });
+      // --no-cache: an earlier complete run would otherwise make this one instant
+      const r = await cas(['import-tar', '--no-cache', tar, '--name', 'base', '--store', store], { killAfterMs: Math.floor(Math.random() * span * 0.8) });
       if (r.signal === 'SIGKILL') killed++;
       else expect(r.code, r.stderr).toBe(0);
       const f = await cas(['fsck', '--json', '--store', store]);
