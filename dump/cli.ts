@@ -1,9 +1,8 @@
 /** cfs-dump: read composefs images (composefs-info: dump, ls, objects, missing-objects, measure-file). */
 import * as fs from 'node:fs';
 import { Command } from 'commander';
-import { ExitCode, TextOut, UsageError, parseCommand, readInput, runMain } from '../cli-kit/index.js';
-import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, printDump, type DecodeOptions } from '../format/index.js';
-import { digestOfFile } from '../cas/digest.js';
+import { ExitCode, TextOut, UsageError, parseCommand, readInput, runMain, writeAll } from '../cli-kit/index.js';
+import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, dumpImage, printDump, type DecodeOptions } from '../format/index.js';
 import { collectObjects, listObjects, printJson, printLs } from './commands.js';
 
 const TOOL = 'cfs-dump';
@@ -19,6 +18,7 @@ function collect(value: string, prev: string[] = []): string[] {
 }
 
 async function measure(files: string[], out: TextOut): Promise<void> {
+  const { digestOfFile } = await import('../cas/digest.js'); // loads the native hasher
   for (const file of files) out.write(`${digestOfFile(file).digest}\n`);
 }
 
@@ -50,8 +50,14 @@ Examples:
     )
     .action(async (images: string[], o: { filter?: string[]; json?: boolean; preserveOrder?: boolean }) => {
       for (const img of images) {
-        const { root } = await load(img, { filter: o.filter, owner: o.preserveOrder ? 'image' : 'first' });
-        (o.json ? printJson : printDump)(root, out.write);
+        if (!o.json && !o.filter && !o.preserveOrder) {
+          const chunks = dumpImage(await readInput(img, MAX_IMAGE_SIZE), { input: img === '-' ? 'stdin' : img });
+          await out.flush();
+          for (const c of chunks) await writeAll(process.stdout, c);
+        } else {
+          const { root } = await load(img, { filter: o.filter, owner: o.preserveOrder ? 'image' : 'first' });
+          (o.json ? printJson : printDump)(root, out.write);
+        }
         await out.flush();
       }
     });

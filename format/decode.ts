@@ -10,7 +10,7 @@
  * xattrs as stored, character devices 0:0 kept, and regular files' data located, not read.
  */
 import { CfsError, ErrorCode } from './errors.js';
-import { setXattr } from './dumpfile.js';
+import { dumpLine, printDump, setXattr } from './dumpfile.js';
 import {
   BLOCK_SIZE,
   CFS_HEADER,
@@ -432,8 +432,26 @@ class Decoder {
     return p + ((XATTR_ENTRY.SIZE + nameLen + valueSize + 3) & ~3);
   }
 
-  /** Read the entries of one directory block (or inline tail) of `len` bytes at `base`. */
-  readDirBlock(dir: Inode, ino: RawInode, base: number, len: number, depth: number, filter: Set<string> | null): void {
+  /**
+   * Call `each` for the entries of directory `ino` (blocks, then the inline tail), `.` and `..`
+   * left out, with every offset and name checked.
+   */
+  forEachEntry(ino: RawInode, each: (name: string, nid: number, fileType: number) => void): void {
+    const { tailOff, tailSize, blocks } = this.dataRanges(ino);
+    if (blocks > 0) {
+      const start = ino.u * BLOCK_SIZE;
+      this.r.check(start, blocks * BLOCK_SIZE, () => `nid ${ino.nid}: directory blocks`);
+      for (let b = 0; b < blocks; b++) {
+        let len = BLOCK_SIZE;
+        if (ino.layout !== DataLayout.FlatInline && b + 1 === blocks && ino.size % BLOCK_SIZE !== 0) len = ino.size % BLOCK_SIZE;
+        this.readDirBlock(ino, start + b * BLOCK_SIZE, len, each);
+      }
+    }
+    if (tailSize > 0) this.readDirBlock(ino, tailOff, tailSize, each);
+  }
+
+  /** The entries of one directory block (or inline tail) of `len` bytes at `base`. */
+  private readDirBlock(ino: RawInode, base: number, len: number, each: (name: string, nid: number, fileType: number) => void): void {
     const D = DIRENT.off;
     const buf = this.r.buf;
     this.r.check(base, len, () => `nid ${ino.nid}: directory block`);
@@ -456,21 +474,18 @@ class Decoder {
         throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: invalid entry name ${JSON.stringify(name)}`, ino.off);
       }
       if (name === '.' || name === '..') continue;
-      if (filter && !filter.has(name)) continue;
       const nidLo = buf.readUInt32LE(at + D.nid);
       const nidHi = buf.readUInt32LE(at + D.nid + 4);
       if (nidHi >= 0x200000) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has an out-of-range nid`, at);
-      const childNid = nidHi * 0x100000000 + nidLo;
-      const fileType = buf[at + D.fileType];
-      const child = this.readNode(childNid, depth + 1, null);
-      if (child === null) continue; // a 0:0 character device: the mkcomposefs root whiteouts
-      const expected = FILE_TYPES.get(typeOf(child.mode));
-      if (fileType !== expected && !(this.lastWhiteout && fileType === FILE_TYPES.get(S_IFREG))) {
-        throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has file type ${fileType} but its inode is type ${expected}`, ino.off);
-      }
-      if (!addChild(dir, { name, inode: child, link: this.lastLink })) {
-        throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: duplicate entry name ${JSON.stringify(name)}`, ino.off);
-      }
+      each(name, nidHi * 0x100000000 + nidLo, buf[at + D.fileType]);
+    }
+  }
+
+  /** The dirent's file type must be the inode's (a whiteout may say regular file). */
+  checkFileType(dir: RawInode, name: string, fileType: number, mode: number, whiteout: boolean): void {
+    const expected = FILE_TYPES.get(typeOf(mode));
+    if (fileType !== expected && !(whiteout && fileType === FILE_TYPES.get(S_IFREG))) {
+      throw this.err(ErrorCode.BadDirent, `nid ${dir.nid}: entry ${name} has file type ${fileType} but its inode is type ${expected}`, dir.off);
     }
   }
 
@@ -492,6 +507,35 @@ class Decoder {
     const type = typeOf(ino.mode);
     if (type === S_IFCHR && ino.u === 0 && !this.plain) return null;
     const inode = newInode(ino.mode);
+    this.byNid[nid] = inode;
+    this.nids?.set(inode, nid);
+    const flags = this.fillInode(ino, inode);
+    if (type === S_IFDIR) {
+      this.forEachEntry(ino, (name, childNid, fileType) => {
+        if (filter && !filter.has(name)) return;
+        const child = this.readNode(childNid, depth + 1, null);
+        if (child === null) return; // a 0:0 character device: the mkcomposefs root whiteouts
+        this.checkFileType(ino, name, fileType, child.mode, this.lastWhiteout);
+        if (!addChild(inode, { name, inode: child, link: this.lastLink })) {
+          throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: duplicate entry name ${JSON.stringify(name)}`, ino.off);
+        }
+      });
+    }
+    if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) {
+      inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
+    }
+    this.lastLink = false;
+    this.lastWhiteout = (flags & WHITEOUT) !== 0;
+    return inode;
+  }
+
+  /**
+   * Everything of an inode but a directory's entries: fields, xattrs, symlink target, inline
+   * content (or, for plain images, the data place). Returns readXattrs' flags.
+   */
+  fillInode(ino: RawInode, inode: Inode): number {
+    const nid = ino.nid;
+    const type = typeOf(ino.mode);
     inode.nlink = ino.nlink;
     inode.uid = ino.uid;
     inode.gid = ino.gid;
@@ -499,23 +543,9 @@ class Decoder {
     inode.mtimeSec = ino.mtimeSec;
     inode.mtimeNsec = ino.mtimeNsec;
     if (type === S_IFCHR || type === S_IFBLK) inode.rdev = ino.u;
-    this.byNid[nid] = inode;
-    this.nids?.set(inode, nid);
     const flags = this.readXattrs(ino, inode);
 
-    if (type === S_IFDIR) {
-      const { tailOff, tailSize, blocks } = this.dataRanges(ino);
-      if (blocks > 0) {
-        const start = ino.u * BLOCK_SIZE;
-        this.r.check(start, blocks * BLOCK_SIZE, () => `nid ${nid}: directory blocks`);
-        for (let b = 0; b < blocks; b++) {
-          let len = BLOCK_SIZE;
-          if (ino.layout !== DataLayout.FlatInline && b + 1 === blocks && ino.size % BLOCK_SIZE !== 0) len = ino.size % BLOCK_SIZE;
-          this.readDirBlock(inode, ino, start + b * BLOCK_SIZE, len, depth, filter);
-        }
-      }
-      if (tailSize > 0) this.readDirBlock(inode, ino, tailOff, tailSize, depth, filter);
-    } else if (type === S_IFLNK) {
+    if (type === S_IFLNK) {
       if (ino.size === 0 || ino.size >= PATH_MAX) throw this.err(ErrorCode.BadInode, `nid ${nid}: symlink target length ${ino.size}`, ino.off);
       if (ino.layout === DataLayout.FlatInline && ino.size >= BLOCK_SIZE) throw this.err(ErrorCode.BadInode, `nid ${nid}: inline symlink too long`, ino.off);
       const { tailOff, tailSize } = this.dataRanges(ino);
@@ -546,13 +576,7 @@ class Decoder {
         inode.content = content;
       }
     }
-
-    if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) {
-      inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
-    }
-    this.lastLink = false;
-    this.lastWhiteout = (flags & WHITEOUT) !== 0;
-    return inode;
+    return flags;
   }
 }
 
@@ -595,6 +619,27 @@ function ownByImageOrder(root: Inode, nids: Map<Inode, number>): void {
 }
 
 export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): DecodedImage {
+  const { dec, rootNid } = openImage(data, opts);
+  const r = dec.r;
+  const plain = dec.plain;
+  const filter = opts.filter ? new Set(opts.filter) : null;
+  const root = dec.readNode(rootNid, 0, filter);
+  if (!root || typeOf(root.mode) !== S_IFDIR) throw dec.err(ErrorCode.BadInode, `root nid ${rootNid} is not a directory`);
+  if (dec.nids) ownByImageOrder(root, dec.nids);
+  return {
+    root,
+    version: plain ? 0 : r.u32(CFS_HEADER.off.composefsVersion),
+    flags: plain ? 0 : r.u32(CFS_HEADER.off.flags),
+    buildTimeSec: dec.buildTimeSec,
+    buildTimeNsec: dec.buildTimeNsec,
+    inodeCount: r.u64(SUPERBLOCK_OFFSET + SUPERBLOCK.off.inos),
+    blocks: dec.blocks,
+    data: dec.data,
+  };
+}
+
+/** Check the header and superblock; a decoder positioned on the image, and the root's nid. */
+function openImage(data: Uint8Array, opts: DecodeOptions): { dec: Decoder; rootNid: number } {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const plain = opts.plain === true;
   const dec = new Decoder(buf, opts.input, opts.owner === 'image', plain);
@@ -621,19 +666,107 @@ export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): Decoded
   dec.buildTimeSec = BigInt.asIntN(64, r.u64(sb + S.buildTime));
   dec.buildTimeNsec = r.u32(sb + S.buildTimeNsec);
   dec.blocks = r.u32(sb + S.blocks);
-  const rootNid = r.u16(sb + S.rootNid);
-  const filter = opts.filter ? new Set(opts.filter) : null;
-  const root = dec.readNode(rootNid, 0, filter);
-  if (!root || typeOf(root.mode) !== S_IFDIR) throw dec.err(ErrorCode.BadInode, `root nid ${rootNid} is not a directory`);
-  if (dec.nids) ownByImageOrder(root, dec.nids);
-  return {
-    root,
-    version: plain ? 0 : r.u32(H.composefsVersion),
-    flags: plain ? 0 : r.u32(H.flags),
-    buildTimeSec: dec.buildTimeSec,
-    buildTimeNsec: dec.buildTimeNsec,
-    inodeCount: r.u64(sb + S.inos),
-    blocks: dec.blocks,
-    data: dec.data,
+  return { dec, rootNid: r.u16(sb + S.rootNid) };
+}
+
+/** The streaming dump met something only the tree decoder handles (or reports) exactly. */
+class Bail extends Error {}
+
+/**
+ * `composefs-info dump` text of an image, in chunks. The image is printed while it is walked, no
+ * tree kept (on 200k entries that is most of the time and memory); anything that walk does not
+ * take on exactly (entries out of byte order, a hardlink whose owner it did not note, a
+ * directory's whiteout markers next to hardlinks, any error) is done by decodeImage +
+ * printDump instead, which also reports the errors.
+ */
+export function dumpImage(data: Uint8Array, opts: { input?: string } = {}): Buffer[] {
+  try {
+    return streamDump(data, opts.input);
+  } catch (e) {
+    if (!(e instanceof Bail) && !(e instanceof CfsError)) throw e;
+  }
+  const chunks: Buffer[] = [];
+  printDump(decodeImage(data, opts).root, (c) => chunks.push(Buffer.from(c, 'latin1')));
+  return chunks;
+}
+
+function streamDump(data: Uint8Array, input: string | undefined): Buffer[] {
+  const { dec, rootNid } = openImage(data, { input });
+  const bail = new Bail();
+  // 1 = seen, 2 = a directory seen
+  const seen = new Uint8Array(dec.byNid.length);
+  const owners = new Map<number, string>();
+  const inode = newInode(0);
+  const probe = newInode(0);
+  const fill = (ino: RawInode, into: Inode): number => {
+    into.mode = ino.mode;
+    into.rdev = 0;
+    into.payload = null;
+    into.content = null;
+    into.digest = null;
+    into.xattrs = [];
+    return dec.fillInode(ino, into);
   };
+  // text is kept as bytes: strings of it would stay alive, as many small ones, until the end
+  const chunks: Buffer[] = [];
+  let pending = '';
+  const emit = (path: string, linkPath: string | null): void => {
+    pending += dumpLine(path, inode, linkPath);
+    if (pending.length > 65536) {
+      chunks.push(Buffer.from(pending, 'latin1'));
+      pending = '';
+    }
+  };
+  /** A directory's line: its whiteout markers go when one of its entries is a whiteout. */
+  const emitDir = (ino: RawInode, flags: number, path: string): void => {
+    if (flags & MARKERS) {
+      let whiteouts = false;
+      dec.forEachEntry(ino, (_name, nid) => {
+        if (nid >= seen.length || seen[nid]) throw bail;
+        const c = dec.readInode(nid);
+        if (c.nlink > 1 && typeOf(c.mode) !== S_IFDIR) throw bail;
+        if (!whiteouts && typeOf(c.mode) === S_IFREG && c.size === 0 && fill(c, probe) & WHITEOUT) whiteouts = true;
+      });
+      if (whiteouts) inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
+    }
+    emit(path, null);
+  };
+  const walk = (dirIno: RawInode, depth: number, path: string): void => {
+    if (depth >= MAX_DEPTH) throw bail;
+    let prev = '';
+    dec.forEachEntry(dirIno, (name, nid, fileType) => {
+      if (prev !== '' && !(prev < name)) throw bail;
+      prev = name;
+      const p = `${path}/${name}`;
+      if (nid >= seen.length) throw bail;
+      if (seen[nid]) {
+        const owner = owners.get(nid);
+        if (seen[nid] === 2 || owner === undefined) throw bail;
+        fill(dec.readInode(nid), inode);
+        dec.checkFileType(dirIno, name, fileType, inode.mode, false);
+        emit(p, owner);
+        return;
+      }
+      const ino = dec.readInode(nid);
+      const type = typeOf(ino.mode);
+      if (type === S_IFCHR && ino.u === 0) return; // the root whiteouts mkcomposefs adds
+      seen[nid] = type === S_IFDIR ? 2 : 1;
+      const flags = fill(ino, inode);
+      dec.checkFileType(dirIno, name, fileType, inode.mode, (flags & WHITEOUT) !== 0);
+      if (type === S_IFDIR) {
+        emitDir(ino, flags, p);
+        walk(ino, depth + 1, p);
+      } else {
+        if (ino.nlink > 1) owners.set(nid, p);
+        emit(p, null);
+      }
+    });
+  };
+  const root = dec.readInode(rootNid);
+  if (typeOf(root.mode) !== S_IFDIR || rootNid >= seen.length) throw bail;
+  seen[rootNid] = 2;
+  emitDir(root, fill(root, inode), '/');
+  walk(root, 0, '');
+  if (pending) chunks.push(Buffer.from(pending, 'latin1'));
+  return chunks;
 }

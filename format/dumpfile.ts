@@ -499,9 +499,20 @@ export function ownerPaths(root: Inode): Map<Inode, string> {
   return owners;
 }
 
-function dumpLine(path: string, inode: Inode, linkPath: string | null): string {
+// Text of modes and of the last mtime: most lines repeat a few of each.
+const MODE_TEXT: (string | undefined)[] = [];
+let lastSec = 0n;
+let lastSecText = '0';
+
+/** One dump line; `linkPath` set = a hardlink name (`@MODE`, the owner's path as payload). */
+export function dumpLine(path: string, inode: Inode, linkPath: string | null): string {
   let line = escapeStr(path, Esc.Standard);
-  line += ` ${inode.size} ${linkPath !== null ? '@' : ''}${inode.mode.toString(8)} ${inode.nlink} ${inode.uid} ${inode.gid} ${inode.rdev} ${inode.mtimeSec}.${inode.mtimeNsec} `;
+  const mode = inode.mode <= 0xffff ? (MODE_TEXT[inode.mode] ??= inode.mode.toString(8)) : inode.mode.toString(8);
+  if (inode.mtimeSec !== lastSec) {
+    lastSec = inode.mtimeSec;
+    lastSecText = String(lastSec);
+  }
+  line += ` ${inode.size} ${linkPath !== null ? '@' : ''}${mode} ${inode.nlink} ${inode.uid} ${inode.gid} ${inode.rdev} ${lastSecText}.${inode.mtimeNsec} `;
   line += escapeOptional(linkPath ?? inode.payload);
   line += ' ';
   line += inode.content !== null ? escapeOptional(inode.content) : '-';

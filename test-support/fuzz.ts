@@ -3,7 +3,7 @@
  * images. The rule: decodeImage (and printing what it returns) either succeeds or throws a
  * CfsError. Any other exception, a hang or a memory blow-up is a bug.
  */
-import { CfsError, decodeImage, dumpToString } from '../format/index.js';
+import { CfsError, decodeImage, dumpImage, dumpToString } from '../format/index.js';
 
 /** Small deterministic PRNG (mulberry32). */
 export function prng(seed: number): () => number {
@@ -64,7 +64,11 @@ export function fuzzDecoder(images: Buffer[], count: number, seed: number, plain
     const t0 = performance.now();
     try {
       const { root } = decodeImage(img, { input: `case ${i}`, plain });
-      dumpToString(root);
+      const text = dumpToString(root);
+      // the streaming dump (cfs-dump's) prints exactly what the tree gives
+      if (!plain && Buffer.concat(dumpImage(img, { input: `case ${i}` })).toString('latin1') !== text) {
+        throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage differs from the decoded tree's dump`), { image: img });
+      }
       stats.decoded++;
     } catch (e) {
       if (!(e instanceof CfsError)) {
@@ -74,6 +78,16 @@ export function fuzzDecoder(images: Buffer[], count: number, seed: number, plain
       }
       stats.rejected++;
       stats.codes.set(e.code, (stats.codes.get(e.code) ?? 0) + 1);
+      if (!plain) {
+        let accepted = false;
+        try {
+          dumpImage(img, { input: `case ${i}` });
+          accepted = true;
+        } catch (e2) {
+          if (!(e2 instanceof CfsError)) throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage: ${(e2 as Error)?.stack ?? e2}`), { image: img });
+        }
+        if (accepted) throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage printed an image decodeImage rejects (${e.message})`), { image: img });
+      }
     }
     stats.maxMs = Math.max(stats.maxMs, performance.now() - t0);
     stats.cases++;

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, dumpToString, encodeImage, parseDump } from '../format/index.js';
+import { decodeImage, dumpImage, dumpToString, encodeImage, parseDump } from '../format/index.js';
 import { firstDiff, loadDirVectors, loadVectors } from './support/vectors.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -99,6 +99,9 @@ describe('vectors: round trips', () => {
       const text = Buffer.from(dumpToString(d.root), 'latin1');
       const again = encodeImage(parseDump(text, { strict: true }), { minVersion: d.version, maxVersion: d.version });
       expect(firstDiff(again, image)).toBe(-1);
+    });
+    it(`${name}: the streaming dump (cfs-dump's) equals the decoded tree's`, () => {
+      expect(Buffer.concat(dumpImage(image)).toString('latin1')).toBe(dumpToString(decodeImage(image).root));
     });
     it(`${name}: dump → image → dump is stable`, () => {
       const d = decodeImage(image);
