@@ -175,8 +175,12 @@ interface ParseState {
   fixups: LinkFixup[];
   linkOf: Map<Dirent, Dirent | Inode>;
   strict: boolean;
-  /** Scratch: the 11 fixed fields of the current line. */
+  /** Scratch: the 11 fixed fields of the current line, and where each starts in it. */
   fields: string[];
+  fieldAt: number[];
+  /** The input, and where the current line starts in it. */
+  text: Buffer;
+  lineStart: number;
   /** Xattr keys seen so far. */
   keys: Map<string, string>;
   lastSec: number;
@@ -207,8 +211,18 @@ function lookupPath(root: Inode, path: string): Dirent | Inode | null {
   return found;
 }
 
+/**
+ * `s`, a piece of `line` starting at `at`, as a string of its own: a slice longer than 12
+ * characters would keep the whole line alive (and copied by every young-generation GC).
+ */
+function own(st: ParseState, line: string, s: string, at: number): string {
+  if (s.length < 13 || line.charCodeAt(at) !== s.charCodeAt(0)) return s;
+  return readLatin1(st.text, st.lineStart + at, st.lineStart + at + s.length);
+}
+
 function parseLine(st: ParseState, line: string): void {
   const fields = st.fields;
+  const at = st.fieldAt;
   if (line.indexOf('\0') !== -1) fail(`Invalid embedded NUL character at position ${line.indexOf('\0')}`);
 
   let p = 0;
@@ -217,6 +231,7 @@ function parseLine(st: ParseState, line: string): void {
     let sp = line.indexOf(' ', p);
     if (sp === -1) sp = line.length;
     fields[i] = line.slice(p, sp);
+    at[i] = p;
     p = sp < line.length ? sp + 1 : line.length;
     if (i === FIELD_COUNT - 1) restStart = p;
   }
@@ -243,7 +258,7 @@ function parseLine(st: ParseState, line: string): void {
     if (!st.root) fail('Root node not present');
     const norm = normalize(path);
     const slash = norm.lastIndexOf('/');
-    const name = path.endsWith('/') ? '' : norm.slice(slash + 1);
+    const name = path.endsWith('/') ? '' : norm === fields[0] ? own(st, line, norm.slice(slash + 1), at[0] + slash + 1) : norm.slice(slash + 1);
     const parentPath = norm.slice(0, Math.max(slash, 0));
     let parent = st.dirs.get(parentPath);
     if (!parent) {
@@ -286,7 +301,8 @@ function parseLine(st: ParseState, line: string): void {
   const sec = parseU64(dot === -1 ? mt : mt.slice(0, dot), 10);
   const nsec = parseU64(dot === -1 ? '' : mt.slice(dot + 1), 10);
 
-  const payload = fields[8] === '-' ? null : cString(unescape(fields[8]));
+  let payload = fields[8] === '-' ? null : cString(unescape(fields[8]));
+  if (payload === fields[8]) payload = own(st, line, payload, at[8]);
   const content = fields[9] === '-' ? null : unescape(fields[9]);
   if (content !== null && content.length !== Number(size)) {
     fail(`Invalid content size ${content.length}, must match size ${size}`);
@@ -297,6 +313,7 @@ function parseLine(st: ParseState, line: string): void {
     if (hex.length > 0 || st.strict) {
       if (!/^[0-9a-fA-F]{64}$/.test(hex)) fail(`Invalid digest ${hex}: must be ${DIGEST_SIZE * 2} hex characters`);
       digest = hex.toLowerCase();
+      if (digest === fields[10]) digest = own(st, line, digest, at[10]);
     }
   }
 
@@ -358,7 +375,8 @@ function parseLine(st: ParseState, line: string): void {
     const known = st.keys.get(key);
     if (known === undefined) st.keys.set(key, key);
     else key = known;
-    const value = unescape(line.slice(eq + 1, sp));
+    let value = unescape(line.slice(eq + 1, sp));
+    if (value.length === sp - eq - 1) value = own(st, line, value, eq + 1);
     try {
       budget = setXattr(inode.xattrs, key, value, budget);
     } catch (e) {
@@ -409,7 +427,7 @@ function lookupLinkTarget(root: Inode, path: string): Dirent | Inode | null {
 
 /** Parse composefs-dump text into a tree. Throws CfsError naming the input and line. */
 export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
-  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), keys: new Map(), lastSec: -1, lastSecBig: 0n };
+  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), fieldAt: new Array<number>(FIELD_COUNT).fill(0), text, lineStart: 0, keys: new Map(), lastSec: -1, lastSecBig: 0n };
   let lineNo = 0;
   let pos = 0;
   const len = text.length;
@@ -421,6 +439,7 @@ export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
         if (st.strict) throw new LineError('Missing trailing newline');
         nl = len;
       }
+      st.lineStart = pos;
       parseLine(st, readLatin1(text, pos, nl));
       pos = nl + 1;
     }
