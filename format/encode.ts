@@ -80,6 +80,13 @@ export interface EncodeOptions {
   maxVersion?: number;
   /** Name of the input, for error messages. */
   input?: string;
+  /**
+   * The caller is done with the tree: it is taken apart while it is copied (directories lose
+   * their entries, xattr lists move over), so the two need not fit in memory at once.
+   */
+  consume?: boolean;
+  /** Called once the tree is copied (with `consume`, a good moment for a full GC). */
+  afterCopy?: () => void;
 }
 
 /** Options of encodePacked. */
@@ -153,7 +160,7 @@ interface ENode {
   nBlocks: number;
   tail: number;
   xattrSize: number;
-  /** Per xattr (in sorted order): its (key, value) pair with the shared table offset. */
+  /** Per xattr (in sorted order): its (key, value) pair with the shared table offset; null = none shared. */
   pairs: PairCount[] | null;
   nShared: number;
   blkaddr: number;
@@ -171,7 +178,7 @@ const fail = (code: ErrorCode, msg: string, input?: string): never => {
 
 const typeOf = (n: { mode: number }): number => n.mode & S_IFMT;
 
-function newENode(src: Inode | null, parent: ENode | null, name: string): ENode {
+function newENode(src: Inode | null, parent: ENode | null, name: string, consume = false): ENode {
   const n: ENode = {
     mode: src?.mode ?? 0,
     nlink: src?.nlink ?? 1,
@@ -185,10 +192,10 @@ function newENode(src: Inode | null, parent: ENode | null, name: string): ENode 
     content: src?.content ?? null,
     digest: src?.digest ?? null,
     // shallow: an entry whose key is rewritten gets a new object (rewriteNode)
-    xattrs: src ? src.xattrs.slice() : [],
+    xattrs: src ? (consume ? src.xattrs : src.xattrs.slice()) : [],
     budget: src ? xattrBudget(src.xattrs) : 0,
     parent: null as unknown as ENode,
-    src,
+    src: consume ? null : src,
     entries: null,
     name,
     ino: 0,
@@ -215,8 +222,11 @@ function pathOf(n: ENode): string {
   return '/' + parts.reverse().join('/');
 }
 
-/** Copy the input tree: one ENode per inode; link names resolve to their owner's ENode. */
-function copyTree(root: Inode, input?: string): ENode {
+/**
+ * Copy the input tree: one ENode per inode; link names resolve to their owner's ENode.
+ * `consume`: directories without link names lose their entries once copied.
+ */
+function copyTree(root: Inode, input?: string, consume = false): ENode {
   // Inodes that hardlink names point at; only those need a lookup from inode to copy.
   const linked = new Map<Inode, ENode | null>();
   const walk: Inode[] = [root];
@@ -240,7 +250,7 @@ function copyTree(root: Inode, input?: string): ENode {
         hasLinks = true;
         continue;
       }
-      const child = newENode(d.inode, en, d.name);
+      const child = newENode(d.inode, en, d.name, consume);
       entries[i] = { name: d.name, node: child, owned: true };
       if (linked.size > 0 && linked.has(d.inode)) {
         if (linked.get(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
@@ -253,6 +263,7 @@ function copyTree(root: Inode, input?: string): ENode {
     }
     en.entries = entries;
     if (hasLinks) dirs.push([en, inode]);
+    else if (consume && inode !== root) inode.children = [];
   }
   // Resolve hardlink names once every owner has its copy.
   for (const [en, inode] of dirs) {
@@ -471,7 +482,7 @@ function fingerprint(x: Xattr): number {
  * Count each exact (key, value) pair over all inodes; pairs used by two or more are shared.
  * Returns the shared entries in table order and, per node, each xattr's pair.
  */
-function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: PairCount[][] } {
+function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: (PairCount[] | null)[] } {
   // Most pairs (metacopy, redirect) are unique. A bit table of pair fingerprints finds the pairs
   // that may repeat; only those go through the exact count.
   let total = 0;
@@ -494,7 +505,8 @@ function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs:
     }
   }
   const byKey = new Map<string, Map<string, PairCount>>();
-  const pairs: PairCount[][] = new Array(nodes.length);
+  // per node: null when every pair is unique (most inodes of a tree without SELinux labels)
+  const pairs: (PairCount[] | null)[] = new Array(nodes.length).fill(null);
   k = 0;
   // the pair before is often the same (one SELinux label on a whole directory)
   let lastKey = '';
@@ -502,13 +514,11 @@ function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs:
   let lastPair = UNIQUE as PairCount;
   for (let i = 0; i < nodes.length; i++) {
     const xs = nodes[i].xattrs;
-    const list: PairCount[] = new Array(xs.length);
+    let list: PairCount[] | null = null;
     for (let j = 0; j < xs.length; j++, k++) {
       const x = xs[j];
-      if ((again[fps[k] >>> 5] & (1 << (fps[k] & 31))) === 0) {
-        list[j] = UNIQUE;
-        continue;
-      }
+      if ((again[fps[k] >>> 5] & (1 << (fps[k] & 31))) === 0) continue;
+      list ??= new Array<PairCount>(xs.length).fill(UNIQUE);
       if (x.key === lastKey && x.value === lastValue) {
         lastPair.count++;
         list[j] = lastPair;
@@ -667,7 +677,8 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   } else if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
 
   // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
-  const eroot = copyTree(root, input);
+  const eroot = copyTree(root, input, opts.consume === true && !pack);
+  opts.afterCopy?.();
   const queue: ENode[] = [eroot];
   for (let i = 0; i < queue.length; i++) {
     const n = queue[i];
@@ -718,7 +729,7 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
     let nShared = 0;
     let inlineSize = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
-      if (pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
+      if (pairs !== null && pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
       else inlineSize += entrySize(n.xattrs[i]);
     }
     n.pairs = pairs;
@@ -941,18 +952,20 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     img[pos + X.sharedCount] = n.nShared;
     // the first 128 shareable xattrs (in key order) are references, the rest inline
     let p = pos + XATTR_IBODY_HEADER.SIZE;
-    const pairs = n.pairs!;
+    const pairs = n.pairs;
     let refs = 0;
-    for (let i = 0; i < pairs.length; i++) {
-      if (pairs[i].offset >= 0 && refs < n.nShared) {
-        img.writeUInt32LE((ctx.sharedBase + pairs[i].offset) / 4, p);
-        p += 4;
-        refs++;
+    if (pairs !== null) {
+      for (let i = 0; i < pairs.length; i++) {
+        if (pairs[i].offset >= 0 && refs < n.nShared) {
+          img.writeUInt32LE((ctx.sharedBase + pairs[i].offset) / 4, p);
+          p += 4;
+          refs++;
+        }
       }
     }
     refs = 0;
-    for (let i = 0; i < pairs.length; i++) {
-      if (pairs[i].offset >= 0 && refs < n.nShared) refs++;
+    for (let i = 0; i < n.xattrs.length; i++) {
+      if (pairs !== null && pairs[i].offset >= 0 && refs < n.nShared) refs++;
       else p = writeXattr(img, p, n.xattrs[i]);
     }
     pos += n.xattrSize;

