@@ -1,11 +1,12 @@
 /**
- * fs-verity digests of many files on worker threads (one per CPU by default). Files are
- * submitted while the caller is still busy scanning the tree: batches go to workers at once
+ * fs-verity digests of many files in helper processes (one per CPU by default). Files are
+ * submitted while the caller is still busy scanning the tree: batches go to helpers at once
  * (to the one with the fewest bytes outstanding), so hashing overlaps the scan, and results
- * are delivered when the caller awaits `drain()`.
+ * are delivered when the caller awaits `drain()`. Processes, not worker threads: the native
+ * hasher (koffi) is not safe to load in worker threads (koffi issue 190; seen here too).
  */
+import { type ChildProcess, fork } from 'node:child_process';
 import * as os from 'node:os';
-import { Worker } from 'node:worker_threads';
 import type { HashReply, HashRequest } from './hash-worker.js';
 import { digestOfFile } from './digest.js';
 
@@ -20,7 +21,7 @@ const BATCH_FILES = 16;
 const BATCH_BYTES = 8 << 20;
 
 interface Lane {
-  worker: Worker;
+  worker: ChildProcess;
   /** bytes sent and not answered yet */
   bytes: number;
 }
@@ -35,6 +36,7 @@ export class HashPool {
   private outstanding = 0;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
+  private closing = false;
 
   /** `threads` 0 hashes on the calling thread inside drain(). */
   constructor(
@@ -43,7 +45,7 @@ export class HashPool {
   ) {
     const url = new URL('./hash-worker.js', import.meta.url);
     for (let t = 0; t < threads; t++) {
-      const lane: Lane = { worker: new Worker(url), bytes: 0 };
+      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0 };
       lane.worker.on('message', (reply: HashReply) => {
         reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
         this.outstanding -= reply.results.length;
@@ -52,6 +54,11 @@ export class HashPool {
       });
       lane.worker.on('error', (e) => {
         this.failure = e;
+        this.wake?.();
+      });
+      lane.worker.on('exit', (code, signal) => {
+        if (this.closing || this.outstanding === 0) return;
+        this.failure ??= new Error(`hash helper exited (${signal ?? `status ${code}`}) with files outstanding`);
         this.wake?.();
       });
       this.lanes.push(lane);
@@ -75,7 +82,7 @@ export class HashPool {
     if (this.batch.length === 0) return;
     const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
     lane.bytes += this.batchBytes;
-    lane.worker.postMessage({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes } satisfies HashRequest);
+    lane.worker.send({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes } satisfies HashRequest);
     this.batchStart += this.batch.length;
     this.batch = [];
     this.batchBytes = 0;
@@ -103,7 +110,15 @@ export class HashPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.lanes.splice(0).map((l) => l.worker.terminate()));
+    this.closing = true;
+    await Promise.all(
+      this.lanes.splice(0).map((l) => {
+        if (l.worker.exitCode !== null || l.worker.signalCode !== null) return Promise.resolve();
+        const exited = new Promise<void>((resolve) => l.worker.once('exit', () => resolve()));
+        l.worker.kill();
+        return exited;
+      }),
+    );
   }
 }
 

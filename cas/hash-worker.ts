@@ -1,5 +1,4 @@
-/** Worker thread: fs-verity digests of files. Receives batches of paths, answers hex digests. */
-import { parentPort } from 'node:worker_threads';
+/** Hash helper process: fs-verity digests of files. Receives batches of paths, answers hex digests. */
 import { digestOfFile } from './digest.js';
 
 export interface HashRequest {
@@ -15,7 +14,7 @@ export interface HashReply {
   results: ({ digest: string; size: number } | { error: string; code?: string })[];
 }
 
-parentPort?.on('message', (req: HashRequest) => {
+process.on('message', (req: HashRequest) => {
   const results = req.paths.map((p) => {
     try {
       return digestOfFile(Buffer.from(p, 'latin1'));
@@ -24,5 +23,5 @@ parentPort?.on('message', (req: HashRequest) => {
       return { error: err.message, code: err.code };
     }
   });
-  parentPort!.postMessage({ id: req.id, bytes: req.bytes, results } satisfies HashReply);
+  process.send!({ id: req.id, bytes: req.bytes, results } satisfies HashReply);
 });

@@ -105,6 +105,12 @@ export interface DecodedImage {
   data: Map<Inode, DataPlace>;
 }
 
+interface DirEntries {
+  names: string[];
+  nids: number[];
+  types: number[];
+}
+
 class Reader {
   constructor(
     readonly buf: Buffer,
@@ -433,10 +439,12 @@ class Decoder {
   }
 
   /**
-   * Call `each` for the entries of directory `ino` (blocks, then the inline tail), `.` and `..`
-   * left out, with every offset and name checked.
+   * The entries of directory `ino` (blocks, then the inline tail), `.` and `..` left out, with
+   * every offset and name checked. (A list, not a callback: the tree walks recurse through it,
+   * and 2047 levels must fit the stack.)
    */
-  forEachEntry(ino: RawInode, each: (name: string, nid: number, fileType: number) => void): void {
+  readEntries(ino: RawInode): DirEntries {
+    const out: DirEntries = { names: [], nids: [], types: [] };
     const { tailOff, tailSize, blocks } = this.dataRanges(ino);
     if (blocks > 0) {
       const start = ino.u * BLOCK_SIZE;
@@ -444,14 +452,15 @@ class Decoder {
       for (let b = 0; b < blocks; b++) {
         let len = BLOCK_SIZE;
         if (ino.layout !== DataLayout.FlatInline && b + 1 === blocks && ino.size % BLOCK_SIZE !== 0) len = ino.size % BLOCK_SIZE;
-        this.readDirBlock(ino, start + b * BLOCK_SIZE, len, each);
+        this.readDirBlock(ino, start + b * BLOCK_SIZE, len, out);
       }
     }
-    if (tailSize > 0) this.readDirBlock(ino, tailOff, tailSize, each);
+    if (tailSize > 0) this.readDirBlock(ino, tailOff, tailSize, out);
+    return out;
   }
 
   /** The entries of one directory block (or inline tail) of `len` bytes at `base`. */
-  private readDirBlock(ino: RawInode, base: number, len: number, each: (name: string, nid: number, fileType: number) => void): void {
+  private readDirBlock(ino: RawInode, base: number, len: number, out: DirEntries): void {
     const D = DIRENT.off;
     const buf = this.r.buf;
     this.r.check(base, len, () => `nid ${ino.nid}: directory block`);
@@ -477,7 +486,9 @@ class Decoder {
       const nidLo = buf.readUInt32LE(at + D.nid);
       const nidHi = buf.readUInt32LE(at + D.nid + 4);
       if (nidHi >= 0x200000) throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: entry ${name} has an out-of-range nid`, at);
-      each(name, nidHi * 0x100000000 + nidLo, buf[at + D.fileType]);
+      out.names.push(name);
+      out.nids.push(nidHi * 0x100000000 + nidLo);
+      out.types.push(buf[at + D.fileType]);
     }
   }
 
@@ -511,15 +522,17 @@ class Decoder {
     this.nids?.set(inode, nid);
     const flags = this.fillInode(ino, inode);
     if (type === S_IFDIR) {
-      this.forEachEntry(ino, (name, childNid, fileType) => {
-        if (filter && !filter.has(name)) return;
-        const child = this.readNode(childNid, depth + 1, null);
-        if (child === null) return; // a 0:0 character device: the mkcomposefs root whiteouts
-        this.checkFileType(ino, name, fileType, child.mode, this.lastWhiteout);
+      const { names, nids, types } = this.readEntries(ino);
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i];
+        if (filter && !filter.has(name)) continue;
+        const child = this.readNode(nids[i], depth + 1, null);
+        if (child === null) continue; // a 0:0 character device: the mkcomposefs root whiteouts
+        this.checkFileType(ino, name, types[i], child.mode, this.lastWhiteout);
         if (!addChild(inode, { name, inode: child, link: this.lastLink })) {
           throw this.err(ErrorCode.BadDirent, `nid ${ino.nid}: duplicate entry name ${JSON.stringify(name)}`, ino.off);
         }
-      });
+      }
     }
     if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) {
       inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
@@ -721,38 +734,39 @@ function streamDump(data: Uint8Array, input: string | undefined): Buffer[] {
   const emitDir = (ino: RawInode, flags: number, path: string): void => {
     if (flags & MARKERS) {
       let whiteouts = false;
-      dec.forEachEntry(ino, (_name, nid) => {
+      for (const nid of dec.readEntries(ino).nids) {
         if (nid >= seen.length || seen[nid]) throw bail;
         const c = dec.readInode(nid);
         if (c.nlink > 1 && typeOf(c.mode) !== S_IFDIR) throw bail;
         if (!whiteouts && typeOf(c.mode) === S_IFREG && c.size === 0 && fill(c, probe) & WHITEOUT) whiteouts = true;
-      });
+      }
       if (whiteouts) inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
     }
     emit(path, null);
   };
   const walk = (dirIno: RawInode, depth: number, path: string): void => {
     if (depth >= MAX_DEPTH) throw bail;
-    let prev = '';
-    dec.forEachEntry(dirIno, (name, nid, fileType) => {
-      if (prev !== '' && !(prev < name)) throw bail;
-      prev = name;
+    const { names, nids, types } = dec.readEntries(dirIno);
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      const nid = nids[i];
+      if (i > 0 && !(names[i - 1] < name)) throw bail;
       const p = `${path}/${name}`;
       if (nid >= seen.length) throw bail;
       if (seen[nid]) {
         const owner = owners.get(nid);
         if (seen[nid] === 2 || owner === undefined) throw bail;
         fill(dec.readInode(nid), inode);
-        dec.checkFileType(dirIno, name, fileType, inode.mode, false);
+        dec.checkFileType(dirIno, name, types[i], inode.mode, false);
         emit(p, owner);
-        return;
+        continue;
       }
       const ino = dec.readInode(nid);
       const type = typeOf(ino.mode);
-      if (type === S_IFCHR && ino.u === 0) return; // the root whiteouts mkcomposefs adds
+      if (type === S_IFCHR && ino.u === 0) continue; // the root whiteouts mkcomposefs adds
       seen[nid] = type === S_IFDIR ? 2 : 1;
       const flags = fill(ino, inode);
-      dec.checkFileType(dirIno, name, fileType, inode.mode, (flags & WHITEOUT) !== 0);
+      dec.checkFileType(dirIno, name, types[i], inode.mode, (flags & WHITEOUT) !== 0);
       if (type === S_IFDIR) {
         emitDir(ino, flags, p);
         walk(ino, depth + 1, p);
@@ -760,7 +774,7 @@ function streamDump(data: Uint8Array, input: string | undefined): Buffer[] {
         if (ino.nlink > 1) owners.set(nid, p);
         emit(p, null);
       }
-    });
+    }
   };
   const root = dec.readInode(rootNid);
   if (typeOf(root.mode) !== S_IFDIR || rootNid >= seen.length) throw bail;
