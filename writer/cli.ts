@@ -89,14 +89,17 @@ interface StoreStats {
   newBytes: number;
   dedupObjects: number;
   dedupBytes: number;
+  /** The objects the image needs and their total size, for registering it. */
+  needs: { objects: string[]; logical: number };
 }
 
 /** Put the external files' contents into a store: a cfs-cas root or a plain objects dir. */
 function fillStore(target: Store | string, files: ExternalFile[], progress: Progress): StoreStats {
-  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
+  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, needs: { objects: [], logical: 0 } };
   const done = new Set<string>();
   for (const f of files) {
     const digest = f.inode.digest!;
+    st.needs.logical += f.inode.size;
     if (done.has(digest)) {
       st.dedupObjects++;
       st.dedupBytes += f.inode.size;
@@ -113,6 +116,7 @@ function fillStore(target: Store | string, files: ExternalFile[], progress: Prog
     }
     progress.update(() => `storing: ${st.newObjects + st.dedupObjects} objects, ${fmtBytes(st.newBytes)} new`);
   }
+  st.needs.objects = [...done].sort();
   return st;
 }
 
@@ -158,7 +162,8 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     if (opts.snapshot) {
       const s = store as Store;
       const name = opts.name ?? (path.basename(path.resolve(source)) || 'root');
-      const reg = s.addImage(img, { name });
+      // what the image needs is known from the files just stored: no need to decode it again
+      const reg = s.addImage(img, { name, needs: (stored as StoreStats | null)?.needs });
       if (image !== undefined && image !== '-') writeFileAtomic(image, img);
       else if (image === '-') await writeStdout(img);
       const st = stored as StoreStats | null;

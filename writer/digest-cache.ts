@@ -1,8 +1,9 @@
 /**
  * cfs-writer's digest cache in a cfs-cas store's index: a file whose (dev, ino, size, mtime,
- * ctime) are unchanged since it was hashed, and whose object is still in the store, is not read
- * again. Any write to a file changes its ctime. Files changed within the second before
- * the scan are not cached (their timestamps may not yet tell a later write apart).
+ * ctime) are unchanged since it was hashed is not read again (if its object left the store, the
+ * store step copies the unchanged file back in under that digest). Any write to a file changes
+ * its ctime. Files changed within the second before the scan are not cached (their timestamps
+ * may not yet tell a later write apart).
  */
 import type { Store } from '../cas/store.js';
 import type { ExternalFile } from './from-dir.js';
@@ -36,7 +37,7 @@ export class DigestCache {
   lookup(f: ExternalFile): string | undefined {
     if (!this.lookups) return undefined;
     const digest = this.store.index.fileDigest(...DigestCache.key(f));
-    if (digest === undefined || !this.store.has(digest)) return undefined;
+    if (digest === undefined) return undefined;
     this.hits++;
     return digest;
   }
