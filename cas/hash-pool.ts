@@ -19,6 +19,8 @@ export interface HashResult {
 
 const BATCH_FILES = 16;
 const BATCH_BYTES = 8 << 20;
+/** Helpers start only once this much is queued: a small tree is hashed sooner than they start. */
+const INLINE_BYTES = 48 << 20;
 
 interface Lane {
   worker: ChildProcess;
@@ -28,7 +30,9 @@ interface Lane {
 
 export class HashPool {
   private readonly lanes: Lane[] = [];
-  private readonly inline: Buffer[] = [];
+  /** Files hashed on the calling thread in drain(), with their submission index. */
+  private readonly inline: { path: Buffer; index: number }[] = [];
+  private inlineBytes = 0;
   private batch: string[] = [];
   private batchBytes = 0;
   private batchStart = 0;
@@ -40,11 +44,13 @@ export class HashPool {
 
   /** `threads` 0 hashes on the calling thread inside drain(). */
   constructor(
-    threads: number,
+    private readonly threads: number,
     private readonly onDone: (index: number, r: HashResult) => void,
-  ) {
+  ) {}
+
+  private startHelpers(): void {
     const url = new URL('./hash-worker.js', import.meta.url);
-    for (let t = 0; t < threads; t++) {
+    for (let t = 0; t < this.threads; t++) {
       const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0 };
       lane.worker.on('message', (reply: HashReply) => {
         reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
@@ -68,10 +74,13 @@ export class HashPool {
   /** Queue one file of `size` bytes; its index is the order of submission. */
   submit(path: Buffer, size: number): number {
     this.outstanding++;
-    if (this.lanes.length === 0) {
-      this.inline.push(path);
+    if (this.lanes.length === 0 && (this.threads === 0 || this.inlineBytes + size <= INLINE_BYTES)) {
+      this.inline.push({ path, index: this.submitted });
+      this.inlineBytes += size;
       return this.submitted++;
     }
+    if (this.lanes.length === 0) this.startHelpers();
+    if (this.batch.length === 0) this.batchStart = this.submitted; // batches hold consecutive indexes
     this.batch.push(path.toString('latin1'));
     this.batchBytes += size;
     if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.send();
@@ -83,7 +92,6 @@ export class HashPool {
     const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
     lane.bytes += this.batchBytes;
     lane.worker.send({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes } satisfies HashRequest);
-    this.batchStart += this.batch.length;
     this.batch = [];
     this.batchBytes = 0;
   }
@@ -91,12 +99,12 @@ export class HashPool {
   /** Wait for every submitted file. */
   async drain(): Promise<void> {
     this.send();
-    for (let i = 0; i < this.inline.length; i++) {
+    for (const { path, index } of this.inline) {
       try {
-        this.onDone(i, digestOfFile(this.inline[i]));
+        this.onDone(index, digestOfFile(path));
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        this.onDone(i, { error: err.message, code: err.code });
+        this.onDone(index, { error: err.message, code: err.code });
       }
       this.outstanding--;
     }

@@ -79,13 +79,18 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     if (opts.onStore) await opts.onStore(scan.external);
     const files = external.length;
     external = scan.external = []; // paths and stats are not needed to encode
-    fullGc();
-    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy: fullGc });
+    // on small trees a full collection costs more than the memory it saves
+    const gc = scan.entries >= BIG_TREE ? fullGc : undefined;
+    gc?.();
+    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy: gc });
     return { image, entries: scan.entries, skipped: scan.skipped, files, externalBytes: scan.externalBytes };
   } finally {
     await pool?.close();
   }
 }
+
+/** Entries from which cfs-writer collects garbage around the encoder's copy of the tree. */
+export const BIG_TREE = 50_000;
 
 /**
  * A full garbage collection where V8 allows one: the scan leaves much garbage, and so does the

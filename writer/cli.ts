@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, parseDump } from '../format/index.js';
 import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
-import { buildFromDirectory, fullGc } from './build.js';
+import { BIG_TREE, buildFromDirectory, fullGc } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
 import { verityDigest } from '../cas/sha256-native.js';
@@ -201,7 +201,8 @@ async function fromDump(source: string, image: string | undefined, opts: Opts): 
   const inputName = source === '-' ? 'stdin' : source;
   const text = await readInput(source, MAX_DUMP_SIZE);
   const tree = parseDump(text, { strict: process.env.CFS_PARSE_STRICT !== undefined, input: inputName });
-  const img = encodeImage(tree, { ...versionOptions(opts), input: inputName, consume: true, afterCopy: fullGc });
+  // a dump line is about 100-250 bytes: collect garbage around the copy on big trees only
+  const img = encodeImage(tree, { ...versionOptions(opts), input: inputName, consume: true, afterCopy: text.length >= BIG_TREE * 100 ? fullGc : undefined });
   const toStdout = !opts.printDigestOnly && (image === undefined || image === '-');
   if (!opts.printDigestOnly) {
     if (toStdout) await writeStdout(img);

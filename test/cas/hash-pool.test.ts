@@ -1,0 +1,47 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { HashResult } from '../../cas/hash-pool.js';
+import { fsverityDigest, cryptoBlockHasher } from '../../format/fsverity.js';
+
+// The built module: its helper processes run dist/cas/hash-worker.js (npm test builds first).
+const { HashPool } = (await import(new URL('../../dist/cas/hash-pool.js', import.meta.url).href)) as typeof import('../../cas/hash-pool.js');
+
+describe('HashPool', () => {
+  it('hashes the first files itself and the rest in helper processes, each result under its own index', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
+    try {
+      // 3 x 20 MiB pass the inline limit, so later files go to the helpers
+      const sizes = [20 << 20, 5000, 20 << 20, 1, 20 << 20, 70_000, 4096, 123_457];
+      const files = sizes.map((n, i) => {
+        const f = path.join(dir, `f${i}`);
+        fs.writeFileSync(f, Buffer.alloc(n, i + 1));
+        return f;
+      });
+      const got = new Map<number, HashResult>();
+      const pool = new HashPool(2, (i, r) => got.set(i, r));
+      try {
+        files.forEach((f, i) => expect(pool.submit(Buffer.from(f), sizes[i])).toBe(i));
+        await pool.drain();
+      } finally {
+        await pool.close();
+      }
+      expect(got.size).toBe(files.length);
+      files.forEach((f, i) => {
+        expect(got.get(i), f).toEqual({ digest: fsverityDigest(fs.readFileSync(f), cryptoBlockHasher).toString('hex'), size: sizes[i] });
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reports an unreadable file under its index', async () => {
+    const got = new Map<number, HashResult>();
+    const pool = new HashPool(2, (i, r) => got.set(i, r));
+    pool.submit(Buffer.from('/nonexistent/file'), 10);
+    await pool.drain();
+    await pool.close();
+    expect(got.get(0)).toMatchObject({ code: 'ENOENT' });
+  });
+});
