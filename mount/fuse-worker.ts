@@ -10,6 +10,7 @@ import { IN_HEADER, Op } from './fuse-proto.js';
 
 const { image, basedirs, bufSize } = workerData as { image: string; basedirs: string[]; bufSize: number };
 const port = parentPort!;
+port.postMessage({ loaded: true }); // modules (koffi among them) are loaded: the next thread may start
 let view: ImageView;
 try {
   view = new ImageView(decodeImage(fs.readFileSync(image), { input: image }).root);

@@ -403,6 +403,7 @@ const cString = (b: Buffer): string => {
 const THREADS = 2;
 
 type WorkerMessage =
+  | { loaded: true }
   | { decoded: true }
   | { error: { code?: ErrorCode; message: string; offset?: number } }
   | { log: string }
@@ -428,17 +429,23 @@ export async function serveFuse(o: FuseServeOptions): Promise<void> {
     // each thread decodes the image for itself (a failure here mounts nothing)
     const decoded: Promise<void>[] = [];
     for (let i = 0; i < THREADS; i++) {
+      // one thread at a time loads its modules: koffi can crash loading in two threads at once
+      let loadedDone!: () => void;
+      const loaded = new Promise<void>((res) => (loadedDone = res));
       const w = new Worker(new URL('./fuse-worker.js', import.meta.url), { workerData: { image: o.image, basedirs: o.basedirs, bufSize: MAX_WRITE + 4096 } });
       workers.push(w);
       let decodedDone!: () => void;
       let decodeFailed!: (e: Error) => void;
-      decoded.push(new Promise((res, rej) => ((decodedDone = res), (decodeFailed = rej))));
+      const isDecoded = new Promise<void>((res, rej) => ((decodedDone = res), (decodeFailed = rej)));
+      isDecoded.catch(() => {}); // awaited below, after the other threads have started
+      decoded.push(isDecoded);
       ended.push(
         new Promise((resolve, reject) => {
-          w.on('error', (e) => (decodeFailed(e), reject(e)));
-          w.on('exit', () => resolve());
+          w.on('error', (e) => (loadedDone(), decodeFailed(e), reject(e)));
+          w.on('exit', () => (loadedDone(), resolve()));
           w.on('message', (m: WorkerMessage) => {
-            if ('decoded' in m) decodedDone();
+            if ('loaded' in m) loadedDone();
+            else if ('decoded' in m) decodedDone();
             else if ('error' in m) decodeFailed(new CfsError(m.error.code ?? ErrorCode.Io, m.error.message, { input: o.image, offset: m.error.offset }));
             else if ('log' in m) logOnce(m.log);
             else if ('ready' in m) o.onReady?.();
@@ -446,6 +453,7 @@ export async function serveFuse(o: FuseServeOptions): Promise<void> {
           });
         }),
       );
+      await loaded;
     }
     await Promise.all(decoded);
     const fsname = 'composefs:' + path.basename(o.image).replace(/[^\w.+-]/g, '_');
