@@ -6,6 +6,7 @@
  */
 import * as os from 'node:os';
 import koffi from 'koffi';
+import { makedev32 } from '../format/layout.js';
 
 type KoffiFn<A extends unknown[]> = ((...a: A) => number) & { async: (...a: [...A, (err: unknown, res: number) => void]) => void };
 
@@ -179,14 +180,12 @@ export function lstatx(pathZ: Buffer): LstatResult {
     throw sysError('lstat', errno(), pathZ.subarray(0, pathZ.length - 1));
   }
   const b = statxBuf;
-  const rdevMajor = b.readUInt32LE(128);
-  const rdevMinor = b.readUInt32LE(132);
   return {
     mode: b.readUInt16LE(28),
     nlink: b.readUInt32LE(16),
     uid: b.readUInt32LE(20),
     gid: b.readUInt32LE(24),
-    rdev: (((rdevMajor & 0xfff) << 8) | (rdevMinor & 0xff) | ((rdevMinor & 0xfff00) << 12)) >>> 0,
+    rdev: makedev32(b.readUInt32LE(128), b.readUInt32LE(132)),
     size: b.readUInt32LE(40) + b.readUInt32LE(44) * 2 ** 32,
     mtimeSec: b.readUInt32LE(112) + b.readInt32LE(116) * 2 ** 32,
     mtimeNsec: b.readUInt32LE(120),

@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import {
   CfsError, ErrorCode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-  addChild, encodeImage, findChild, newInode, type Dirent, type Inode,
+  addChild, encodeImage, findChild, makedev32, newInode, type Dirent, type Inode,
 } from '../format/index.js';
 import { Store, checkRefName, imageNeeds, objectRelPath } from './store.js';
 import { syncfsAsync } from './sys.js';
@@ -129,7 +129,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
           }
           case 'character-device':
           case 'block-device':
-            inode = newInode((h.type === 'block-device' ? S_IFBLK : S_IFCHR) | perm, { rdev: makedev(h.devmajor ?? 0, h.devminor ?? 0) });
+            inode = newInode((h.type === 'block-device' ? S_IFBLK : S_IFCHR) | perm, { rdev: makedev32(h.devmajor ?? 0, h.devminor ?? 0) });
             break;
           case 'fifo':
             inode = newInode(S_IFIFO | perm);
@@ -360,10 +360,6 @@ export function treeNeeds(root: Inode): { objects: string[]; logical: number } {
 }
 
 /** glibc makedev, kept to the 32 bits an image stores. */
-function makedev(major: number, minor: number): number {
-  return (((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12)) >>> 0;
-}
-
 function setMtime(inode: Inode, h: TarHeader, where: string, bad: (m: string) => CfsError): void {
   const pax = h.pax?.mtime;
   if (pax !== undefined) {

@@ -193,6 +193,11 @@ export function isValidModeType(mode: number): boolean {
   return FILE_TYPES.has(mode & S_IFMT);
 }
 
+/** A device number as the image stores it: glibc's makedev(major, minor), low 32 bits. */
+export function makedev32(major: number, minor: number): number {
+  return (((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12)) >>> 0;
+}
+
 /**
  * xattr name prefixes, matched in this order (the table order of mkcomposefs); the stored name is
  * the remainder. Index 5 (lustre.) is never written but can be read.

@@ -7,7 +7,7 @@
  */
 import {
   CfsError, ErrorCode, PATH_MAX, MAX_NAME_LEN, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-  newInode, type Dirent, type Inode, type Xattr,
+  makedev32, newInode, type Dirent, type Inode, type Xattr,
 } from '../format/index.js';
 import { setXattr } from '../format/dumpfile.js';
 import { TocEntrySchema, TocSchema, describeZodError, type TocEntry } from './schema.js';
@@ -171,7 +171,7 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 function makedev(major: number, minor: number, fail: (msg: string) => never): number {
   if (major > 0xfff) fail(`devMajor ${major} does not fit the image's 32-bit device number (max 4095)`);
   if (minor > 0xfffff) fail(`devMinor ${minor} does not fit the image's 32-bit device number (max 1048575)`);
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+  return makedev32(major, minor);
 }
 
 const TYPE_BITS: Record<string, number> = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO };
