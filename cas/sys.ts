@@ -113,7 +113,8 @@ export function measureVerity(fd: number): string | null | 'unsupported' {
   return 'unsupported';
 }
 
-const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
+/** `path` with the NUL a C call needs. */
+export const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
 
 /** An Error shaped like Node's own (code, errno, syscall, path), so CLIs report it the same way. */
 function sysError(syscall: string, e: number, path: Buffer): NodeJS.ErrnoException {

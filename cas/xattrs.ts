@@ -3,6 +3,7 @@
  * with byte-exact paths, names and values: file names need not be UTF-8.
  */
 import koffi from 'koffi';
+import { cPath } from './sys.js';
 
 const libc = koffi.load('libc.so.6');
 const llistxattr = libc.func('long llistxattr(const void *path, _Out_ void *list, size_t size)');
@@ -22,8 +23,6 @@ export class XattrError extends Error {
     super(message);
   }
 }
-
-const cPath = (path: Buffer): Buffer => Buffer.concat([path, Buffer.from([0])]);
 
 // Scratch buffers, reused: a 64 KiB allocation per file would cost more than the syscalls.
 const listBuf = Buffer.allocUnsafe(4096);

@@ -21,7 +21,7 @@ import {
 } from '../format/index.js';
 import { setXattr } from '../format/dumpfile.js';
 import { readXattrsZ } from '../cas/xattrs.js';
-import { type LstatResult, lstatx } from '../cas/sys.js';
+import { type LstatResult, cPath, lstatx } from '../cas/sys.js';
 
 /** Files up to this size are stored in the image itself (mkcomposefs's recommended maximum). */
 export const INLINE_MAX = 64;
@@ -188,7 +188,7 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
 
   const owned = new Set<Inode>();
 
-  const root = load(Buffer.concat([top, Buffer.from([0])]), '');
+  const root = load(cPath(top), '');
   if (!root || (root.mode & S_IFMT) !== S_IFDIR) {
     throw new CfsError(ErrorCode.Usage, 'not a directory', { input: top.toString('latin1') });
   }
