@@ -13,17 +13,22 @@ let hasher: FsVerityHasher | null = null;
 export function digestOfFile(file: string | Buffer): { digest: string; size: number } {
   const fd = fs.openSync(file, 'r');
   try {
-    const h = (hasher ??= newVerityHasher()).reset();
-    const buf = (readBuf ??= Buffer.allocUnsafe(256 << 10));
-    let size = 0;
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      size += n;
-    }
-    return { digest: h.digest().toString('hex'), size };
+    return digestOfFd(fd);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** fs-verity digest of what is left to read from `fd`. */
+export function digestOfFd(fd: number): { digest: string; size: number } {
+  const h = (hasher ??= newVerityHasher()).reset();
+  const buf = (readBuf ??= Buffer.allocUnsafe(256 << 10));
+  let size = 0;
+  for (;;) {
+    const n = fs.readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) break;
+    h.update(buf.subarray(0, n));
+    size += n;
+  }
+  return { digest: h.digest().toString('hex'), size };
 }

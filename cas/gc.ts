@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { CfsError, ErrorCode } from '../format/index.js';
 import { Store, imageNeeds, objectRelPath, walkObjects } from './store.js';
 import { measureVerity } from './sys.js';
-import { newVerityHasher, verityDigest } from './sha256-native.js';
+import { verityDigest } from './sha256-native.js';
+import { digestOfFd } from './digest.js';
 
 export interface GcResult {
   images: string[];
@@ -136,14 +137,7 @@ export interface FsckResult {
 function fileDigest(file: string): { digest: string; verity: string | null | 'unsupported' } {
   const fd = fs.openSync(file, 'r');
   try {
-    const h = newVerityHasher();
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-    return { digest: h.digest().toString('hex'), verity: measureVerity(fd) };
+    return { digest: digestOfFd(fd).digest, verity: measureVerity(fd) };
   } finally {
     fs.closeSync(fd);
   }
