@@ -534,9 +534,7 @@ class Decoder {
         }
       }
     }
-    if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) {
-      inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
-    }
+    if (flags & MARKERS && inode.children!.some((d) => !d.link && typeOf(d.inode.mode) === S_IFCHR && d.inode.rdev === 0)) dropWhiteoutMarkers(inode);
     this.lastLink = false;
     this.lastWhiteout = (flags & WHITEOUT) !== 0;
     return inode;
@@ -591,6 +589,11 @@ class Decoder {
     }
     return flags;
   }
+}
+
+/** A directory with whiteouts in it: its whiteouts markers are mkcomposefs's, not the input's. */
+function dropWhiteoutMarkers(dir: Inode): void {
+  dir.xattrs = dir.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
 }
 
 /** Reassign hardlink ownership so that re-encoding the tree gives the image's inode order. */
@@ -740,7 +743,7 @@ function streamDump(data: Uint8Array, input: string | undefined): Buffer[] {
         if (c.nlink > 1 && typeOf(c.mode) !== S_IFDIR) throw bail;
         if (!whiteouts && typeOf(c.mode) === S_IFREG && c.size === 0 && fill(c, probe) & WHITEOUT) whiteouts = true;
       }
-      if (whiteouts) inode.xattrs = inode.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
+      if (whiteouts) dropWhiteoutMarkers(inode);
     }
     emit(path, null);
   };

@@ -292,9 +292,9 @@ function set(n: ENode, key: string, value: string, input?: string): void {
 const EMPTY = '';
 const X = 'x';
 const Y = 'y';
-/** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
 const metacopyScratch = Buffer.alloc(4 + 32);
 metacopyScratch.set(METACOPY_HEADER);
+/** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
 function metacopyValue(hex: string): string {
   metacopyScratch.write(hex, 4, 'hex');
   return readLatin1(metacopyScratch, 0, metacopyScratch.length);
@@ -862,6 +862,12 @@ function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: 
   return { metaBlocks, totalBlocks: next, data, inodes: nodes.length, dedupFiles, dedupBytes };
 }
 
+/** An unsigned 64-bit field from a number below 2^53 (no BigInt per inode). */
+function writeU64(img: Buffer, v: number, at: number): void {
+  img.writeUInt32LE(v % 2 ** 32, at);
+  img.writeUInt32LE(Math.floor(v / 2 ** 32), at + 4);
+}
+
 function writeXattr(img: Buffer, p: number, x: Xattr): number {
   const key = x.key;
   const pre = xattrPrefix(key);
@@ -882,8 +888,7 @@ function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to
   let q = p;
   for (let i = from; i < to; i++) {
     const e = entries[i];
-    img.writeUInt32LE(e.node.nid, q + D.nid);
-    img.writeUInt32LE(0, q + D.nid + 4);
+    writeU64(img, e.node.nid, q + D.nid);
     img.writeUInt16LE(nameoff, q + D.nameoff);
     img[q + D.fileType] = FILE_TYPES.get(typeOf(e.node)) ?? 0;
     nameoff += e.name.length;
@@ -935,8 +940,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     img.writeUInt16LE(format, pos + I.format);
     img.writeUInt16LE(icount, pos + I.xattrIcount);
     img.writeUInt16LE(n.mode & 0xffff, pos + I.mode);
-    img.writeUInt32LE(size % 2 ** 32, pos + I.size);
-    img.writeUInt32LE(Math.floor(size / 2 ** 32), pos + I.size + 4);
+    writeU64(img, size, pos + I.size);
     img.writeUInt32LE(u, pos + I.u);
     img.writeUInt32LE(n.ino, pos + I.ino);
     img.writeUInt32LE(n.uid, pos + I.uid);
