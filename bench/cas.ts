@@ -6,8 +6,8 @@
  * scanned again but unchanged files are not re-hashed (the digest cache).
  *
  * Environment:
- *   BENCH_CAS_FILES  number of files (default 2000; 0 skips this benchmark)
- *   BENCH_CAS_MB     total content in MiB (default 200)
+ *   BENCH_CAS_FILES  number of files (default 20000, the issue's example; 0 skips this benchmark)
+ *   BENCH_CAS_MB     total content in MiB (default 2048)
  *   BENCH_CAS_DUP    percent of files that repeat an earlier file's content (default 30)
  *
  * Targets (issue 4): first import >= 80% of the sha256sum figure; second import >= 5x faster.
@@ -86,9 +86,9 @@ function timed(file: string, args: string[], opts: { cwd?: string; shell?: boole
 
 /** Run the benchmark in `tmp`; returns 1 if an invocation failed. */
 export async function runCasBench(tmp: string): Promise<number> {
-  const files = Math.floor(envNum('BENCH_CAS_FILES', 2000));
+  const files = Math.floor(envNum('BENCH_CAS_FILES', 20000));
   if (files === 0) return 0;
-  const total = Math.floor(envNum('BENCH_CAS_MB', 200) * (1 << 20));
+  const total = Math.floor(envNum('BENCH_CAS_MB', 2048) * (1 << 20));
   const dup = envNum('BENCH_CAS_DUP', 30);
   const tree = path.join(tmp, 'cas-tree');
   const tarFile = path.join(tmp, 'cas-tree.tar');

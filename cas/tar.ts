@@ -14,7 +14,7 @@ import {
   CfsError, ErrorCode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   addChild, encodeImage, findChild, makedev32, newInode, type Dirent, type Inode,
 } from '../format/index.js';
-import { Store, checkRefName, imageNeeds, objectRelPath } from './store.js';
+import { Store, WRITEBACK_BATCH, checkRefName, imageNeeds, objectRelPath } from './store.js';
 import { syncfsAsync } from './sys.js';
 import { newVerityHasher } from './sha256-native.js';
 
@@ -22,8 +22,6 @@ import { newVerityHasher } from './sha256-native.js';
 export const MAX_INLINE = 64;
 /** Files up to this size are hashed in memory and written only if the object is new. */
 const BUFFER_LIMIT = 1 << 20;
-/** Staged bytes between background writeback kicks. */
-const WRITEBACK_BATCH = 16 << 20;
 const MAX_NAME = 255;
 
 /** pax records; values are byte strings (latin1), see decodePaxBytes. */

@@ -13,6 +13,8 @@ export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   threads?: number;
   minVersion?: number;
   maxVersion?: number;
+  /** Called for each external file as soon as its digest is known (e.g. to stage it in a store). */
+  onDigest?: (file: ExternalFile) => void;
   /** Called once the external files have their digests, before encoding (e.g. to store them). */
   onStore?: (files: ExternalFile[]) => void | Promise<void>;
   onHashProgress?: (done: number, bytes: number) => void;
@@ -32,6 +34,15 @@ export interface BuildResult {
 export async function buildFromDirectory(dir: string | Buffer, opts: BuildOptions = {}): Promise<BuildResult> {
   // Hash on worker threads while the tree is still being scanned.
   const failed: string[] = [];
+  let digestError: unknown = null;
+  const digested = (f: ExternalFile): void => {
+    if (!opts.onDigest || digestError) return;
+    try {
+      opts.onDigest(f);
+    } catch (e) {
+      digestError = e; // thrown once the helpers are done
+    }
+  };
   let done = 0;
   let bytes = 0;
   let external: ExternalFile[] = [];
@@ -48,6 +59,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         f.inode.digest = r.digest;
         f.inode.payload = objectRelPath(r.digest);
         opts.cache?.note(f, r.digest);
+        digested(f);
         done++;
         bytes += r.size ?? 0;
         if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
@@ -64,6 +76,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         if (cached) {
           file.inode.digest = cached;
           file.inode.payload = objectRelPath(cached);
+          digested(file);
           return;
         }
         hashed.push(index);
@@ -73,6 +86,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     external = scan.external;
     await pool?.drain();
     await pool?.close(); // the workers' memory is better spent on encoding
+    if (digestError) throw digestError;
     if (failed.length) {
       throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
     }

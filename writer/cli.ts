@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, parseDump } from '../format/index.js';
-import { Store, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
+import { Store, type StagedTotals, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
 import { BIG_TREE, buildFromDirectory, fullGc } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
@@ -84,29 +84,30 @@ With the image on stdout, --print-digest prints the digest on stderr.`,
     .exitOverride();
 }
 
-interface StoreStats {
-  newObjects: number;
-  newBytes: number;
-  dedupObjects: number;
-  dedupBytes: number;
+interface StoreStats extends StagedTotals {
   /** The objects the image needs and their total size, for registering it. */
   needs: { objects: string[]; logical: number };
 }
 
-/** Put the external files' contents into a store: a cfs-cas root or a plain objects dir. */
-function fillStore(target: Store | string, files: ExternalFile[], progress: Progress): StoreStats {
-  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, needs: { objects: [], logical: 0 } };
+/** The objects the image needs and their total st_size, for registering it. */
+function imageNeeds(files: ExternalFile[]): StoreStats['needs'] {
+  const objects = new Set<string>();
+  let logical = 0;
+  for (const f of files) {
+    objects.add(f.inode.digest!);
+    logical += f.inode.size;
+  }
+  return { objects: [...objects].sort(), logical };
+}
+
+/** Put the external files' contents into a plain objects directory, as mkcomposefs --digest-store does. */
+function fillObjectsDir(dir: string, files: ExternalFile[], progress: Progress): StoreStats {
+  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, needs: imageNeeds(files) };
   const done = new Set<string>();
   for (const f of files) {
     const digest = f.inode.digest!;
-    st.needs.logical += f.inode.size;
-    if (done.has(digest)) {
-      st.dedupObjects++;
-      st.dedupBytes += f.inode.size;
-      continue;
-    }
+    const added = !done.has(digest) && putObjectFile(dir, digest, f.path).added;
     done.add(digest);
-    const added = typeof target === 'string' ? putObjectFile(target, digest, f.path).added : target.putFile(f.path, { digest }).added;
     if (added) {
       st.newObjects++;
       st.newBytes += f.inode.size;
@@ -116,7 +117,6 @@ function fillStore(target: Store | string, files: ExternalFile[], progress: Prog
     }
     progress.update(() => `storing: ${st.newObjects + st.dedupObjects} objects, ${fmtBytes(st.newBytes)} new`);
   }
-  st.needs.objects = [...done].sort();
   return st;
 }
 
@@ -133,6 +133,8 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     store = isStoreRoot(opts.digestStore) ? Store.open(opts.digestStore) : opts.digestStore;
   }
   let stored: StoreStats | null = null;
+  // a cfs-cas store takes each file as soon as its digest is known, while the rest are hashed
+  const stager = store instanceof Store ? store.stager() : undefined;
   const cache = store instanceof Store ? new DigestCache(store) : undefined;
   if (cache && opts.cache === false) cache.disableLookups();
   try {
@@ -150,8 +152,10 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       cache,
       onProgress: (n) => progress.update(() => `scanning: ${n} entries`),
       onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
-      onStore: (files) => {
-        if (store) stored = fillStore(store, files, progress);
+      onDigest: stager ? (f) => stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size }) : undefined,
+      onStore: async (files) => {
+        if (stager) stored = { ...(await stager.commit()), needs: imageNeeds(files) };
+        else if (typeof store === 'string') stored = fillObjectsDir(store, files, progress);
       },
     });
     progress.done();
@@ -193,6 +197,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     return ExitCode.Ok;
   } finally {
     progress.done();
+    await stager?.close();
     if (store instanceof Store) store.close();
   }
 }

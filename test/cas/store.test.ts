@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { FsVerityHasher, cryptoBlockHasher } from '../../format/fsverity.js';
 import { runBin } from '../cli/run.js';
 import { VECTORS } from '../support/vectors.js';
 import { tmpDir, tmpStore } from './helpers.js';
@@ -51,6 +52,38 @@ describe('store layout', () => {
     expect(store.putFile(name)).toMatchObject({ digest: a.digest, added: false });
     const mode = fs.statSync(path.join(store.objectsDir, objectRelPath(a.digest))).mode & 0o777;
     expect(mode).toBe(0o644);
+    store.close();
+  });
+
+  it('a stager copies files with known digests in, visible only once committed', async () => {
+    const store = tmpStore();
+    const dir = tmpDir();
+    const digestOf = (data: Buffer) => store.putBuffer(data).digest;
+    const old = Buffer.alloc(5000, 1);
+    const oldDigest = digestOf(old); // already in the store
+    const files = [Buffer.alloc(7000, 2), Buffer.alloc(9000, 3), old];
+    const entries = files.map((data, i) => {
+      const p = path.join(dir, `f${i}`);
+      fs.writeFileSync(p, data, { mode: 0o600 });
+      return { path: p, digest: i === 2 ? oldDigest : new FsVerityHasher(cryptoBlockHasher).update(data).digest().toString('hex'), size: data.length };
+    });
+    const stager = store.stager();
+    for (const e of [...entries, entries[0]]) stager.add(e);
+    expect(stager.totals).toMatchObject({ newObjects: 2, newBytes: 16000, dedupObjects: 2, dedupBytes: 12000 });
+    expect(store.has(entries[0].digest)).toBe(false); // staged, not visible yet
+    // a file that changed after it was hashed is refused
+    fs.writeFileSync(path.join(dir, 'grown'), Buffer.alloc(10));
+    expect(() => stager.add({ path: path.join(dir, 'grown'), digest: 'ab'.repeat(32), size: 9 })).toThrow(/changed while being stored/);
+    const t = await stager.commit();
+    expect(t).toMatchObject({ newObjects: 2, newBytes: 16000 });
+    for (const [i, e] of entries.entries()) {
+      const obj = path.join(store.objectsDir, objectRelPath(e.digest));
+      expect(fs.readFileSync(obj).equals(files[i])).toBe(true);
+      expect(fs.statSync(obj).mode & 0o777).toBe(0o644);
+    }
+    await stager.close();
+    await stager.close();
+    expect(fs.readdirSync(store.tmpDir)).toEqual([]);
     store.close();
   });
 

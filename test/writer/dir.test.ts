@@ -86,6 +86,7 @@ describe.runIf(!reason)('cfs-writer DIR matches mkcomposefs on make-tree.sh', ()
     expect(sha(image)).toBe(expectedSha('tree-plain'));
     const missing = runBin('cfs-dump', ['missing-objects', '--basedir', path.join(store, 'objects'), path.join(store, 'refs', 'demo')]);
     expect(missing.stdout.toString()).toBe('');
+    expect(fs.readdirSync(path.join(store, 'tmp'))).toEqual([]); // the staging directory is gone
     const again = runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 'demo', tree]);
     expect(again.stderr).toMatch(/objects: 0 new .*, 8 deduplicated/);
   });
