@@ -30,10 +30,10 @@ class TempFile {
   get handle(): number {
     return this.fd;
   }
-  /** chmod, fsync, close, rename into place. */
-  commit(): void {
+  /** chmod, fsync (if `sync`), close, rename into place. */
+  commit(sync = true): void {
     fs.fchmodSync(this.fd, this.mode);
-    fs.fsyncSync(this.fd);
+    if (sync) fs.fsyncSync(this.fd);
     fs.closeSync(this.fd);
     this.fd = -1;
     fs.renameSync(this.path, this.dest);
@@ -45,13 +45,16 @@ class TempFile {
   }
 }
 
-/** Write `data` to `dest` durably and atomically (temp file in the same directory). */
-export function writeAtomic(dest: string, data: Uint8Array | ((fd: number) => void), mode = 0o644): void {
+/**
+ * Write `data` to `dest` atomically (temp file in the same directory), and durably unless
+ * `sync` is false.
+ */
+export function writeAtomic(dest: string, data: Uint8Array | ((fd: number) => void), mode = 0o644, sync = true): void {
   const t = new TempFile(dest, mode);
   try {
     if (typeof data === 'function') data(t.handle);
     else for (let off = 0; off < data.length; ) off += fs.writeSync(t.handle, data, off, data.length - off);
-    t.commit();
+    t.commit(sync);
   } catch (e) {
     t.abort();
     throw e;

@@ -72,6 +72,7 @@ export class Index {
     this.stmts = {
       putObject: this.db.prepare('INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES (?, ?, ?)'),
       putImage: this.db.prepare('INSERT OR REPLACE INTO images (digest, size, logical, added) VALUES (?, ?, ?, COALESCE((SELECT added FROM images WHERE digest = ?), ?))'),
+      hasImage: this.db.prepare('SELECT 1 FROM images WHERE digest = ?').pluck(),
       putImageObject: this.db.prepare('INSERT OR IGNORE INTO image_objects (image, object) VALUES (?, ?)'),
       putRef: this.db.prepare('INSERT OR REPLACE INTO refs (name, image) VALUES (?, ?)'),
       dropRef: this.db.prepare('DELETE FROM refs WHERE name = ?'),
@@ -81,7 +82,7 @@ export class Index {
       refs: this.db.prepare('SELECT name, image FROM refs ORDER BY name'),
       images: this.db.prepare('SELECT digest, size, logical, added FROM images ORDER BY digest'),
       objectImages: this.db.prepare('SELECT image FROM image_objects WHERE object = ? ORDER BY image'),
-      getFileDigest: this.db.prepare('SELECT stamp, digest FROM file_digests WHERE file = ?'),
+      getFileDigest: this.db.prepare('SELECT stamp, digest FROM file_digests WHERE file = ?').raw(),
       putFileDigest: this.db.prepare('INSERT OR REPLACE INTO file_digests (file, stamp, digest) VALUES (?, ?, ?)'),
       getTarImport: this.db.prepare('SELECT stamp, image, result FROM tar_imports WHERE file = ?'),
       putTarImport: this.db.prepare('INSERT OR REPLACE INTO tar_imports (file, stamp, image, result) VALUES (?, ?, ?, ?)'),
@@ -106,8 +107,10 @@ export class Index {
   putImage(rec: ImageRecord, added = Date.now()): void {
     this.flush();
     this.db.transaction(() => {
+      // an image is content-addressed: if it is indexed, so are its objects (same transaction)
+      const known = this.stmts.hasImage.get(rec.digest) !== undefined;
       this.stmts.putImage.run(rec.digest, rec.size, rec.logical, rec.digest, added);
-      for (const o of rec.objects) this.stmts.putImageObject.run(rec.digest, o);
+      if (!known) for (const o of rec.objects) this.stmts.putImageObject.run(rec.digest, o);
     })();
   }
 
@@ -138,8 +141,8 @@ export class Index {
 
   /** The digest cached for source file `file` ("dev:ino"), if its stamp still matches. */
   fileDigest(file: string, stamp: string): string | undefined {
-    const row = this.stmts.getFileDigest.get(file) as { stamp: string; digest: string } | undefined;
-    return row && row.stamp === stamp ? row.digest : undefined;
+    const row = this.stmts.getFileDigest.get(file) as [stamp: string, digest: string] | undefined;
+    return row && row[0] === stamp ? row[1] : undefined;
   }
 
   putFileDigests(rows: [file: string, stamp: string, digest: string][]): void {

@@ -181,6 +181,8 @@ export class Store {
   private idx: Index | null = null;
   private lockFd = -1;
   private lockMode = 0;
+  /** Whether flock worked: then gc (exclusive) cannot run while this store is open. */
+  private locked = false;
 
   private constructor(readonly root: string) {
     this.objectsDir = path.join(root, 'objects');
@@ -233,7 +235,8 @@ export class Store {
     const want = mode === 'shared' ? LOCK_SH : LOCK_EX;
     if (this.lockMode === want || (this.lockMode === LOCK_EX && want === LOCK_SH)) return;
     if (this.lockFd < 0) this.lockFd = fs.openSync(path.join(this.root, LOCK_FILE), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
-    if (!flock(this.lockFd, want)) noLockWarning();
+    this.locked = flock(this.lockFd, want);
+    if (!this.locked) noLockWarning();
     this.lockMode = want;
   }
 
@@ -317,8 +320,8 @@ export class Store {
    * Put many files whose digests are known as durably as putFile, with a sync of the file
    * system instead of an fsync per file (see ObjectStager).
    */
-  stager(): ObjectStager {
-    return new ObjectStager(this);
+  stager(opts: { imageFollows?: boolean } = {}): ObjectStager {
+    return new ObjectStager(this, opts.imageFollows ?? false);
   }
 
   /** Note that an existing object is wanted again (fresh mtime, indexed). */
@@ -327,16 +330,25 @@ export class Store {
     return this.recordObject(digest, size, false);
   }
 
-  /** If object `digest` exists, give it a fresh mtime, index it and return true. */
-  tryReuse(digest: string, size: number): boolean {
+  /**
+   * If object `digest` exists, give it a fresh mtime, index it and return true. `fresh` false
+   * skips the mtime where the store lock is held and an image needing the object is registered
+   * before it is released: gc cannot run in between.
+   */
+  tryReuse(digest: string, size: number, fresh = true): boolean {
     this.lock('shared');
-    const now = new Date();
-    try {
-      fs.utimesSync(this.objectPath(digest), now, now);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return false;
-      if (!this.has(digest)) return false; // EPERM etc.: only existence matters here
+    const file = this.objectPath(digest);
+    if (!fresh && this.locked) {
+      if (!fs.existsSync(file)) return false;
+    } else {
+      const now = new Date();
+      try {
+        fs.utimesSync(file, now, now);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return false;
+        if (!this.has(digest)) return false; // EPERM etc.: only existence matters here
+      }
     }
     this.index.putObject(digest, size);
     return true;
@@ -353,6 +365,7 @@ export class Store {
 
   /** A new private directory for staging files on the store's file system. */
   makeStagingDir(): string {
+    this.lock('shared'); // gc (exclusive) treats staging directories as litter
     fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o755 });
     return fs.mkdtempSync(path.join(this.tmpDir, `stage-${process.pid}-`));
   }
@@ -360,7 +373,14 @@ export class Store {
   /** Store an image under images/HEX (its fs-verity digest) and point refs/NAME at it. */
   addImage(
     image: Uint8Array,
-    opts: { name?: string; input?: string; /** What the caller built the image from; skips decoding it again. */ needs?: { objects: string[]; logical: number } } = {},
+    opts: {
+      name?: string;
+      input?: string;
+      /** What the caller built the image from; skips decoding it again. */
+      needs?: { objects: string[]; logical: number };
+      /** The caller has just put or found every needed object under this lock: none is missing. */
+      present?: boolean;
+    } = {},
   ): { digest: string; added: boolean; missing: string[] } {
     if (opts.name !== undefined) checkRefName(opts.name);
     const needs = opts.needs ?? imageNeeds(image, opts.input ?? opts.name);
@@ -375,7 +395,7 @@ export class Store {
     } else touch(dest);
     this.index.putImage({ digest, size: image.length, logical: needs.logical, objects: needs.objects });
     if (opts.name !== undefined) this.setRef(opts.name, digest);
-    const missing = needs.objects.filter((o) => !this.has(o)).map(objectRelPath);
+    const missing = opts.present ? [] : needs.objects.filter((o) => !this.has(o)).map(objectRelPath);
     return { digest, added, missing };
   }
 
@@ -474,6 +494,7 @@ export class Store {
     if (this.lockFd >= 0) fs.closeSync(this.lockFd); // releases the flock
     this.lockFd = -1;
     this.lockMode = 0;
+    this.locked = false;
   }
 }
 
@@ -523,7 +544,11 @@ export class ObjectStager {
   private seq = 0;
   private closed = false;
 
-  constructor(private readonly store: Store) {
+  /** `imageFollows`: an image needing every object added is registered before the store closes (see tryReuse). */
+  constructor(
+    private readonly store: Store,
+    private readonly imageFollows: boolean,
+  ) {
     this.dir = store.makeStagingDir();
     this.dirFd = fs.openSync(this.dir, 'r');
   }
@@ -531,7 +556,7 @@ export class ObjectStager {
   add(f: { path: string | Buffer; digest: string; size: number }): void {
     const t = this.totals;
     const digest = checkDigest(f.digest);
-    if (this.staged.has(digest) || this.store.tryReuse(digest, f.size)) {
+    if (this.staged.has(digest) || this.store.tryReuse(digest, f.size, !this.imageFollows)) {
       t.dedupObjects++;
       t.dedupBytes += f.size;
       return;

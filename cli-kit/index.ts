@@ -79,11 +79,12 @@ export async function readInput(file: string, limit: number): Promise<Buffer> {
 }
 
 /**
- * Write `data` to `dest` atomically: a temp file in the same directory, fsync, rename. On any
- * failure the temp file is removed and `dest` is untouched.
+ * Write a tool's output file atomically: a temp file in the same directory, renamed into place.
+ * On any failure the temp file is removed and `dest` is untouched. Not fsynced, as cp and
+ * mkcomposefs do not: store writes are the ones that must survive a crash.
  */
 export function writeFileAtomic(dest: string, data: Uint8Array, mode = 0o644): void {
-  writeAtomic(path.resolve(dest), data, mode);
+  writeAtomic(path.resolve(dest), data, mode, false);
 }
 
 /** Write binary output to stdout, refusing a terminal. */

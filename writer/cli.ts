@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, parseDump } from '../format/index.js';
 import { Store, type StagedTotals, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
-import { BIG_TREE, buildFromDirectory, fullGc } from './build.js';
+import { buildFromDirectory } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
 import { verityDigest } from '../cas/sha256-native.js';
@@ -134,7 +134,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   }
   let stored: StoreStats | null = null;
   // a cfs-cas store takes each file as soon as its digest is known, while the rest are hashed
-  const stager = store instanceof Store ? store.stager() : undefined;
+  const stager = store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : undefined;
   const cache = store instanceof Store ? new DigestCache(store) : undefined;
   if (cache && opts.cache === false) cache.disableLookups();
   try {
@@ -167,7 +167,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       const s = store as Store;
       const name = opts.name ?? (path.basename(path.resolve(source)) || 'root');
       // what the image needs is known from the files just stored: no need to decode it again
-      const reg = s.addImage(img, { name, needs: (stored as StoreStats | null)?.needs });
+      const reg = s.addImage(img, { name, needs: (stored as StoreStats | null)?.needs, present: stored !== null });
       if (image !== undefined && image !== '-') writeFileAtomic(image, img);
       else if (image === '-') await writeStdout(img);
       const st = stored as StoreStats | null;
@@ -206,8 +206,8 @@ async function fromDump(source: string, image: string | undefined, opts: Opts): 
   const inputName = source === '-' ? 'stdin' : source;
   const text = await readInput(source, MAX_DUMP_SIZE);
   const tree = parseDump(text, { strict: process.env.CFS_PARSE_STRICT !== undefined, input: inputName });
-  // a dump line is about 100-250 bytes: collect garbage around the copy on big trees only
-  const img = encodeImage(tree, { ...versionOptions(opts), input: inputName, consume: true, afterCopy: text.length >= BIG_TREE * 100 ? fullGc : undefined });
+  // no full collections here, unlike directory input: on 200k entries they cost 0.3 s and save 10% of the peak
+  const img = encodeImage(tree, { ...versionOptions(opts), input: inputName, consume: true });
   const toStdout = !opts.printDigestOnly && (image === undefined || image === '-');
   if (!opts.printDigestOnly) {
     if (toStdout) await writeStdout(img);

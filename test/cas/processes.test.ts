@@ -7,6 +7,7 @@ import { PROJECT_ROOT } from '../support/vectors.js';
 import { bytes, makeTar, tmpDir, type TarEntry } from './helpers.js';
 
 const BIN = path.join(PROJECT_ROOT, 'bin', 'cfs-cas.js');
+const WRITER = path.join(PROJECT_ROOT, 'bin', 'cfs-writer.js');
 
 interface Run {
   code: number | null;
@@ -16,8 +17,12 @@ interface Run {
 }
 
 function cas(args: string[], opts: { killAfterMs?: number } = {}): Promise<Run> {
+  return run(BIN, args, opts);
+}
+
+function run(bin: string, args: string[], opts: { killAfterMs?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, CFS_DEBUG: undefined } });
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, CFS_DEBUG: undefined } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -100,6 +105,42 @@ describe('cfs-cas processes', () => {
       }
     };
     await Promise.all([writer('w1'), writer('w2')]);
+    stop = true;
+    expect(await collector).toBeGreaterThan(1);
+  });
+
+  it('gc running concurrently with cfs-writer --snapshot (digest cache hits) never deletes what its image needs', async () => {
+    const store = path.join(tmpDir(), 'store');
+    const tree = path.join(tmpDir(), 'tree');
+    for (let i = 0; i < 40; i++) {
+      fs.mkdirSync(path.join(tree, `d${i % 5}`), { recursive: true });
+      fs.writeFileSync(path.join(tree, `d${i % 5}`, `f${i}`), bytes(i, 5000 + i));
+    }
+    expect((await cas(['init', '--store', store])).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 1100)); // older than a second: the digest cache takes them
+    let stop = false;
+    const collector = (async () => {
+      let runs = 0;
+      while (!stop) {
+        const r = await cas(['gc', '--grace', '0', '--store', store]);
+        expect(r.code, r.stderr).toBe(0);
+        runs++;
+      }
+      return runs;
+    })();
+    // rounds 1-3: the other ref keeps the objects (and their cache rows); rounds 4-5: no ref at all between runs
+    for (let i = 0; i < 6; i++) {
+      const name = `snap${i % 2}`;
+      const r = await run(WRITER, ['--snapshot', '--store', store, '--name', name, tree]);
+      expect(r.code, r.stderr).toBe(0);
+      if (i > 0 && i < 4) expect(r.stderr).toMatch(/40 unchanged files not read again/);
+      const m = await cas(['missing', name, '--store', store]);
+      expect(m.stdout, `round ${i}`).toBe('');
+      expect(m.code, m.stderr).toBe(0);
+      if (i >= 3) expect((await cas(['rm-ref', name, '--store', store])).code).toBe(0);
+      if (i === 2) expect((await cas(['rm-ref', 'snap0', '--store', store])).code).toBe(0);
+      await new Promise((r) => setTimeout(r, 50)); // let a gc run
+    }
     stop = true;
     expect(await collector).toBeGreaterThan(1);
   });
