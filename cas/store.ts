@@ -70,7 +70,7 @@ export function syncfsPath(dir: string): boolean {
  * semantics: existing objects are not touched). Copies with reflink where the file system can,
  * else copy_file_range/read-write. Returns whether it was added.
  */
-export function putObjectFile(objectsDir: string, hexDigest: string, srcPath: string | Buffer): { added: boolean; size: number } {
+function putObjectFile(objectsDir: string, hexDigest: string, srcPath: string | Buffer): { added: boolean; size: number } {
   const rel = objectRelPath(checkDigest(hexDigest));
   const dest = path.join(objectsDir, rel);
   try {
@@ -270,50 +270,12 @@ export class Store {
   }
 
   /**
-   * Move a fully written and synced temp file (under tmpDir) into place as object `digest`, or
-   * drop it if the object exists.
-   */
-  commitStaged(staged: string, digest: string, size: number): PutResult {
-    this.lock('shared');
-    const dest = this.objectPath(digest);
-    let added = false;
-    if (!fs.existsSync(dest)) {
-      fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
-      // link, not rename: an object another writer just put stays as it is (EEXIST = success)
-      try {
-        fs.linkSync(staged, dest);
-        added = true;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-    }
-    fs.rmSync(staged, { force: true });
-    return this.recordObject(digest, size, added);
-  }
-
-  /**
-   * Commit a set of staged files (digest → temp file under `stageDir`) as objects, durably:
-   * their data is synced before they become visible and the renames are synced after, so an
-   * image registered next never needs an object a crash could lose. One syncfs each time where
-   * the kernel has it, else an fsync per file or directory.
+   * Commit a set of staged files (digest → temp file under `stageDir`) as objects, durably (see
+   * commitStagedFiles), indexing each.
    */
   commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals {
-    const t: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
-    if (staged.size === 0) return t;
-    if (!syncfsPath(stageDir)) for (const s of staged.values()) fsyncDir(s.file);
-    const dirs = new Set<string>();
-    for (const [digest, s] of staged) {
-      if (this.commitStaged(s.file, digest, s.size).added) {
-        t.newObjects++;
-        t.newBytes += s.size;
-        dirs.add(path.dirname(this.objectPath(digest)));
-      } else {
-        t.dedupObjects++;
-        t.dedupBytes += s.size;
-      }
-    }
-    if (dirs.size > 0 && !syncfsPath(this.objectsDir)) for (const d of dirs) fsyncDir(d);
-    return t;
+    this.lock('shared');
+    return commitStagedFiles(this.objectsDir, stageDir, staged, (digest, size, added) => this.recordObject(digest, size, added));
   }
 
   /**
@@ -321,6 +283,7 @@ export class Store {
    * system instead of an fsync per file (see ObjectStager).
    */
   stager(opts: { imageFollows?: boolean } = {}): ObjectStager {
+    this.lock('shared');
     return new ObjectStager(this, opts.imageFollows ?? false);
   }
 
@@ -529,9 +492,77 @@ function enableVerityOn(file: string): 'enabled' | 'unsupported' {
 }
 
 /**
+ * Staged files (digest → temp file under `stageDir`, on the same file system) into
+ * objectsDir/XX/REST, durably: their data is synced before they become visible and the links
+ * are synced after, so an image registered next never needs an object a crash could lose. One
+ * syncfs each time where the kernel has it, else an fsync per file or directory. Linked, not
+ * renamed: an object another writer put meanwhile stays as it is (counted as deduplicated).
+ */
+export function commitStagedFiles(
+  objectsDir: string,
+  stageDir: string,
+  staged: Map<string, { file: string; size: number }>,
+  onEach?: (digest: string, size: number, added: boolean) => void,
+): StagedTotals {
+  const t: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
+  if (staged.size === 0) return t;
+  if (!syncfsPath(stageDir)) for (const s of staged.values()) fsyncDir(s.file);
+  const dirs = new Set<string>();
+  for (const [digest, s] of staged) {
+    const dest = path.join(objectsDir, objectRelPath(digest));
+    let added = false;
+    if (!fs.existsSync(dest)) {
+      fs.mkdirSync(path.dirname(dest), { recursive: true, mode: 0o755 });
+      try {
+        fs.linkSync(s.file, dest);
+        added = true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+    }
+    fs.rmSync(s.file, { force: true });
+    if (added) {
+      t.newObjects++;
+      t.newBytes += s.size;
+      dirs.add(path.dirname(dest));
+    } else {
+      t.dedupObjects++;
+      t.dedupBytes += s.size;
+    }
+    onEach?.(digest, s.size, added);
+  }
+  if (dirs.size > 0 && !syncfsPath(objectsDir)) for (const d of dirs) fsyncDir(d);
+  return t;
+}
+
+/** Where an ObjectStager puts objects: a cfs-cas Store, or a plain objects directory (PlainObjects). */
+export interface StagingTarget {
+  /** A new staging directory on the objects' file system. */
+  makeStagingDir(): string;
+  /** Whether object `digest` is there already (`fresh`: see Store.tryReuse). */
+  tryReuse(digest: string, size: number, fresh: boolean): boolean;
+  commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals;
+}
+
+/** A plain directory of objects/XX/REST as mkcomposefs --digest-store fills it: no index, no lock. */
+export class PlainObjects implements StagingTarget {
+  constructor(readonly dir: string) {}
+  makeStagingDir(): string {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    return fs.mkdtempSync(path.join(this.dir, '.tmp-stage-'));
+  }
+  tryReuse(digest: string): boolean {
+    return fs.existsSync(path.join(this.dir, objectRelPath(digest)));
+  }
+  commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals {
+    return commitStagedFiles(this.dir, stageDir, staged);
+  }
+}
+
+/**
  * Files whose digests are known, copied (reflinked where possible) into a staging directory as
  * they come and flushed in the background meanwhile; commit() syncs them and links them into
- * objects/ (commitStagedAll). A file whose size is not `size` any more changed after it was
+ * place (commitStagedFiles). A file whose size is not `size` any more changed after it was
  * hashed: that is an error. close() drops whatever was not committed.
  */
 export class ObjectStager {
@@ -546,8 +577,8 @@ export class ObjectStager {
 
   /** `imageFollows`: an image needing every object added is registered before the store closes (see tryReuse). */
   constructor(
-    private readonly store: Store,
-    private readonly imageFollows: boolean,
+    private readonly store: StagingTarget,
+    private readonly imageFollows = false,
   ) {
     this.dir = store.makeStagingDir();
     this.dirFd = fs.openSync(this.dir, 'r');

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
 import { encodeImage, parseDump } from '../format/index.js';
-import { Store, type StagedTotals, defaultStorePath, isStoreRoot, putObjectFile } from '../cas/store.js';
+import { ObjectStager, PlainObjects, Store, type StagedTotals, defaultStorePath, isStoreRoot } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import type { ExternalFile } from './from-dir.js';
@@ -100,26 +100,6 @@ function imageNeeds(files: ExternalFile[]): StoreStats['needs'] {
   return { objects: [...objects].sort(), logical };
 }
 
-/** Put the external files' contents into a plain objects directory, as mkcomposefs --digest-store does. */
-function fillObjectsDir(dir: string, files: ExternalFile[], progress: Progress): StoreStats {
-  const st: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, needs: imageNeeds(files) };
-  const done = new Set<string>();
-  for (const f of files) {
-    const digest = f.inode.digest!;
-    const added = !done.has(digest) && putObjectFile(dir, digest, f.path).added;
-    done.add(digest);
-    if (added) {
-      st.newObjects++;
-      st.newBytes += f.inode.size;
-    } else {
-      st.dedupObjects++;
-      st.dedupBytes += f.inode.size;
-    }
-    progress.update(() => `storing: ${st.newObjects + st.dedupObjects} objects, ${fmtBytes(st.newBytes)} new`);
-  }
-  return st;
-}
-
 async function fromDirectory(source: string, image: string | undefined, opts: Opts): Promise<number> {
   if (!fs.existsSync(source)) throw new UsageError(`${source}: no such directory`);
   if (opts.relative && (opts.digestStore || opts.snapshot)) throw new UsageError('--relative does not go with --digest-store or --snapshot');
@@ -133,8 +113,8 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
     store = isStoreRoot(opts.digestStore) ? Store.open(opts.digestStore) : opts.digestStore;
   }
   let stored: StoreStats | null = null;
-  // a cfs-cas store takes each file as soon as its digest is known, while the rest are hashed
-  const stager = store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : undefined;
+  // the store takes each file as soon as its digest is known, while the rest are hashed
+  const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store));
   const cache = store instanceof Store ? new DigestCache(store) : undefined;
   if (cache && opts.cache === false) cache.disableLookups();
   try {
@@ -155,7 +135,6 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       onDigest: stager ? (f) => stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size }) : undefined,
       onStore: async (files) => {
         if (stager) stored = { ...(await stager.commit()), needs: imageNeeds(files) };
-        else if (typeof store === 'string') stored = fillObjectsDir(store, files, progress);
       },
     });
     progress.done();

@@ -48,10 +48,12 @@ describe.runIf(!reason)('cfs-writer DIR matches mkcomposefs on make-tree.sh', ()
     expect(sha(fs.readFileSync(out))).toBe(expectedSha('tree-store'));
     const files = (fs.readdirSync(store, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(store, f)).isFile()).sort();
     expect(files.join('\n') + '\n').toBe(fs.readFileSync(dirs('store-objects.txt'), 'utf8'));
-    // every object holds the content its name promises
+    expect(fs.readdirSync(store).filter((n) => n.startsWith('.'))).toEqual([]); // no staging litter
+    // every object holds the content its name promises, readable by all
     for (const f of files) {
       const m = runBin('cfs-dump', ['measure-file', path.join(store, f)]);
       expect(m.stdout.toString().trim()).toBe(f.replace('/', ''));
+      expect(fs.statSync(path.join(store, f)).mode & 0o777).toBe(0o644);
     }
     // running again adds nothing and gives the same image
     expect(runBin('cfs-writer', ['--digest-store', store, tree, out]).code).toBe(0);
