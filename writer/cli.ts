@@ -85,12 +85,12 @@ With the image on stdout, --print-digest prints the digest on stderr.`,
 }
 
 interface StoreStats extends StagedTotals {
-  /** The objects the image needs and their total size, for registering it. */
-  needs: { objects: string[]; logical: number };
+  /** The objects the image needs and their total size, for registering it (--snapshot). */
+  needs?: { objects: string[]; logical: number };
 }
 
 /** The objects the image needs and their total st_size, for registering it. */
-function imageNeeds(files: ExternalFile[]): StoreStats['needs'] {
+function imageNeeds(files: ExternalFile[]): NonNullable<StoreStats['needs']> {
   const objects = new Set<string>();
   let logical = 0;
   for (const f of files) {
@@ -134,7 +134,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
       onDigest: stager ? (f) => stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size }) : undefined,
       onStore: async (files) => {
-        if (stager) stored = { ...(await stager.commit()), needs: imageNeeds(files) };
+        if (stager) stored = { ...(await stager.commit()), needs: opts.snapshot ? imageNeeds(files) : undefined };
       },
     });
     progress.done();
@@ -146,7 +146,8 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       const s = store as Store;
       const name = opts.name ?? (path.basename(path.resolve(source)) || 'root');
       // what the image needs is known from the files just stored: no need to decode it again
-      const reg = s.addImage(img, { name, needs: (stored as StoreStats | null)?.needs, present: stored !== null });
+      const needs = (stored as StoreStats | null)?.needs;
+      const reg = s.addImage(img, { name, needs, present: needs !== undefined });
       if (image !== undefined && image !== '-') writeFileAtomic(image, img);
       else if (image === '-') await writeStdout(img);
       const st = stored as StoreStats | null;
