@@ -32,7 +32,7 @@ export interface BuildResult {
 }
 
 export async function buildFromDirectory(dir: string | Buffer, opts: BuildOptions = {}): Promise<BuildResult> {
-  // Hash on worker threads while the tree is still being scanned.
+  // Hash in helper processes while the tree is still being scanned.
   const failed: string[] = [];
   let digestError: unknown = null;
   const digested = (f: ExternalFile): void => {
@@ -64,6 +64,28 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         bytes += r.size ?? 0;
         if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
       });
+  const hash = (file: ExternalFile, index: number): void => {
+    hashed.push(index);
+    pool!.submit(file.path, file.inode.size);
+  };
+  let lookups: [ExternalFile, number][] = [];
+  const lookUp = (): void => {
+    if (lookups.length === 0) return;
+    const batch = lookups;
+    lookups = [];
+    const digests = opts.cache!.lookupMany(batch.map((l) => l[0]));
+    for (let i = 0; i < batch.length; i++) {
+      const [file, index] = batch[i];
+      const cached = digests[i];
+      if (cached === undefined) {
+        hash(file, index);
+        continue;
+      }
+      file.inode.digest = cached;
+      file.inode.payload = objectRelPath(cached);
+      digested(file);
+    }
+  };
   try {
     const scan = scanDirectory(dir, {
       ...opts,
@@ -72,17 +94,13 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
           file.inode.payload = file.rel;
           return;
         }
-        const cached = opts.cache?.lookup(file);
-        if (cached) {
-          file.inode.digest = cached;
-          file.inode.payload = objectRelPath(cached);
-          digested(file);
-          return;
-        }
-        hashed.push(index);
-        pool.submit(file.path, file.inode.size);
+        if (!opts.cache) return hash(file, index);
+        // digest-cache lookups go in batches (a query costs more than the rows it reads)
+        lookups.push([file, index]);
+        if (lookups.length >= LOOKUP_BATCH) lookUp();
       },
     });
+    lookUp();
     external = scan.external;
     await pool?.drain();
     await pool?.close(); // the workers' memory is better spent on encoding
@@ -102,6 +120,8 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     await pool?.close();
   }
 }
+
+const LOOKUP_BATCH = 1024;
 
 /** Entries from which cfs-writer collects garbage around the encoder's copy of the tree. */
 export const BIG_TREE = 50_000;

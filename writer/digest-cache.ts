@@ -33,13 +33,16 @@ export class DigestCache {
     this.lookups = false;
   }
 
-  /** The cached digest of `f`, if it can be trusted. */
-  lookup(f: ExternalFile): string | undefined {
-    if (!this.lookups) return undefined;
-    const digest = this.store.index.fileDigest(...DigestCache.key(f));
-    if (digest === undefined) return undefined;
-    this.hits++;
-    return digest;
+  /** The cached digests of `files` that can be trusted (undefined for the others). */
+  lookupMany(files: ExternalFile[]): (string | undefined)[] {
+    if (!this.lookups) return new Array(files.length).fill(undefined);
+    const keys = files.map(DigestCache.key);
+    const found = this.store.index.fileDigests(
+      keys.map((k) => k[0]),
+      keys.map((k) => k[1]),
+    );
+    for (const d of found) if (d !== undefined) this.hits++;
+    return found;
   }
 
   /** Remember the digest just computed for `f`. */

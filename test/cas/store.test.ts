@@ -135,3 +135,24 @@ describe.runIf(!xfsSkip)('reflinks', () => {
     }
   });
 });
+
+describe('digest cache rows', () => {
+  it('are looked up in batches: only rows whose stamp still matches, in the order asked', () => {
+    const store = tmpStore();
+    const rows: [string, string, string][] = [];
+    for (let i = 0; i < 600; i++) rows.push([`7:${i}`, `stamp${i}`, i.toString(16).padStart(64, '0')]);
+    store.index.putFileDigests(rows);
+    const files = ['7:599', '7:5', '9:1', '7:9', ...rows.map((r) => r[0]).slice(0, 400), '7:5'];
+    const stamps = files.map((f) => (f === '7:5' ? 'changed' : `stamp${f.split(':')[1]}`));
+    const got = store.index.fileDigests(files, stamps);
+    expect(got.length).toBe(files.length);
+    expect(got[0]).toBe(rows[599][2]);
+    expect(got[1]).toBeUndefined(); // stamp changed
+    expect(got[2]).toBeUndefined(); // never cached
+    expect(got[3]).toBe(rows[9][2]); // asked for twice in one batch (hardlinks): both answered
+    for (let i = 0; i < 400; i++) expect(got[4 + i], files[4 + i]).toBe(i === 5 ? undefined : rows[i][2]);
+    expect(got[404]).toBeUndefined();
+    expect(store.index.fileDigests([], [])).toEqual([]);
+    store.close();
+  });
+});
