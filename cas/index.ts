@@ -59,6 +59,8 @@ export interface ImageRecord {
   objects: string[];
 }
 
+/** Object rows per insert (a statement costs more than the rows it writes). */
+const OBJECT_BATCH = 128;
 /** Files looked up per digest-cache query. */
 const FILE_BATCH = 256;
 
@@ -74,6 +76,7 @@ export class Index {
     this.db.exec(SCHEMA);
     this.stmts = {
       putObject: this.db.prepare('INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES (?, ?, ?)'),
+      putObjects: this.db.prepare(`INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES ${Array(OBJECT_BATCH).fill('(?, ?, ?)').join(', ')}`),
       putImage: this.db.prepare('INSERT OR REPLACE INTO images (digest, size, logical, added) VALUES (?, ?, ?, COALESCE((SELECT added FROM images WHERE digest = ?), ?))'),
       hasImage: this.db.prepare('SELECT 1 FROM images WHERE digest = ?').pluck(),
       putImageObject: this.db.prepare('INSERT OR IGNORE INTO image_objects (image, object) VALUES (?, ?)'),
@@ -103,7 +106,9 @@ export class Index {
     const rows = this.pending;
     this.pending = [];
     this.db.transaction(() => {
-      for (const r of rows) this.stmts.putObject.run(...r);
+      let i = 0;
+      for (; i + OBJECT_BATCH <= rows.length; i += OBJECT_BATCH) this.stmts.putObjects.run(rows.slice(i, i + OBJECT_BATCH).flat());
+      for (; i < rows.length; i++) this.stmts.putObject.run(...rows[i]);
     })();
   }
 

@@ -280,11 +280,13 @@ export class Store {
 
   /**
    * Put many files whose digests are known as durably as putFile, with a sync of the file
-   * system instead of an fsync per file (see ObjectStager).
+   * system instead of an fsync per file (see ObjectStager). `imageFollows`: an image needing
+   * every object added is registered before this store is closed. Then objects already here
+   * need no fresh mtime for gc's grace period, where the lock works: gc cannot run meanwhile.
    */
   stager(opts: { imageFollows?: boolean } = {}): ObjectStager {
     this.lock('shared');
-    return new ObjectStager(this, opts.imageFollows ?? false);
+    return new ObjectStager(this, !(opts.imageFollows && this.locked));
   }
 
   /** Note that an existing object is wanted again (fresh mtime, indexed). */
@@ -293,28 +295,24 @@ export class Store {
     return this.recordObject(digest, size, false);
   }
 
-  /**
-   * If object `digest` exists, give it a fresh mtime, index it and return true. `fresh` false
-   * skips the mtime where the store lock is held and an image needing the object is registered
-   * before it is released: gc cannot run in between.
-   */
-  tryReuse(digest: string, size: number, fresh = true): boolean {
+  /** If object `digest` exists, give it a fresh mtime, index it and return true. */
+  tryReuse(digest: string, size: number): boolean {
     this.lock('shared');
-    const file = this.objectPath(digest);
-    if (!fresh && this.locked) {
-      if (!fs.existsSync(file)) return false;
-    } else {
-      const now = new Date();
-      try {
-        fs.utimesSync(file, now, now);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') return false;
-        if (!this.has(digest)) return false; // EPERM etc.: only existence matters here
-      }
+    const now = new Date();
+    try {
+      fs.utimesSync(this.objectPath(digest), now, now);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      if (!this.has(digest)) return false; // EPERM etc.: only existence matters here
     }
     this.index.putObject(digest, size);
     return true;
+  }
+
+  /** Index an object the caller has seen in objects/ (no fresh mtime: see stager). */
+  noteReused(digest: string, size: number): void {
+    this.index.putObject(digest, size);
   }
 
   private recordObject(digest: string, size: number, added: boolean, verity?: boolean): PutResult {
@@ -537,25 +535,29 @@ export function commitStagedFiles(
 
 /** Where an ObjectStager puts objects: a cfs-cas Store, or a plain objects directory (PlainObjects). */
 export interface StagingTarget {
+  readonly objectsDir: string;
   /** A new staging directory on the objects' file system. */
   makeStagingDir(): string;
-  /** Whether object `digest` is there already (`fresh`: see Store.tryReuse). */
-  tryReuse(digest: string, size: number, fresh: boolean): boolean;
+  /** Whether object `digest` is there, given a fresh mtime. */
+  tryReuse(digest: string, size: number): boolean;
+  /** Object `digest` was seen in objectsDir and is wanted again. */
+  noteReused(digest: string, size: number): void;
   commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals;
 }
 
 /** A plain directory of objects/XX/REST as mkcomposefs --digest-store fills it: no index, no lock. */
 export class PlainObjects implements StagingTarget {
-  constructor(readonly dir: string) {}
+  constructor(readonly objectsDir: string) {}
   makeStagingDir(): string {
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
-    return fs.mkdtempSync(path.join(this.dir, '.tmp-stage-'));
+    fs.mkdirSync(this.objectsDir, { recursive: true, mode: 0o755 });
+    return fs.mkdtempSync(path.join(this.objectsDir, '.tmp-stage-'));
   }
   tryReuse(digest: string): boolean {
-    return fs.existsSync(path.join(this.dir, objectRelPath(digest)));
+    return fs.existsSync(path.join(this.objectsDir, objectRelPath(digest)));
   }
+  noteReused(): void {}
   commitStagedAll(stageDir: string, staged: Map<string, { file: string; size: number }>): StagedTotals {
-    return commitStagedFiles(this.dir, stageDir, staged);
+    return commitStagedFiles(this.objectsDir, stageDir, staged);
   }
 }
 
@@ -563,8 +565,22 @@ export class PlainObjects implements StagingTarget {
  * Files whose digests are known, copied (reflinked where possible) into a staging directory as
  * they come and flushed in the background meanwhile; commit() syncs them and links them into
  * place (commitStagedFiles). A file whose size is not `size` any more changed after it was
- * hashed: that is an error. close() drops whatever was not committed.
+ * hashed: that is an error. close() drops whatever was not committed. Objects already there
+ * get a fresh mtime if `touch`; if not, each objects/XX directory that many files go to is
+ * listed once instead of a stat per object.
  */
+/** Objects looked up in one objects/XX directory before it is listed instead. */
+const LIST_AFTER = 16;
+
+function listNames(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
 export class ObjectStager {
   readonly totals: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
   private readonly dir: string;
@@ -575,10 +591,12 @@ export class ObjectStager {
   private seq = 0;
   private closed = false;
 
-  /** `imageFollows`: an image needing every object added is registered before the store closes (see tryReuse). */
+  /** objects/XX → its names once listed, else how many objects were looked up there. */
+  private readonly listed = new Map<string, Set<string> | number>();
+
   constructor(
     private readonly store: StagingTarget,
-    private readonly imageFollows = false,
+    private readonly touch: boolean,
   ) {
     this.dir = store.makeStagingDir();
     this.dirFd = fs.openSync(this.dir, 'r');
@@ -587,7 +605,7 @@ export class ObjectStager {
   add(f: { path: string | Buffer; digest: string; size: number }): void {
     const t = this.totals;
     const digest = checkDigest(f.digest);
-    if (this.staged.has(digest) || this.store.tryReuse(digest, f.size, !this.imageFollows)) {
+    if (this.staged.has(digest) || this.reuse(digest, f.size)) {
       t.dedupObjects++;
       t.dedupBytes += f.size;
       return;
@@ -605,6 +623,23 @@ export class ObjectStager {
       this.unsynced = 0;
       this.writeback = syncfsAsync(this.dirFd).finally(() => (this.writeback = null));
     }
+  }
+
+  private reuse(digest: string, size: number): boolean {
+    if (this.touch) return this.store.tryReuse(digest, size);
+    const xx = digest.slice(0, 2);
+    let names = this.listed.get(xx) ?? 0;
+    if (typeof names === 'number') {
+      if (names < LIST_AFTER) {
+        this.listed.set(xx, names + 1);
+        return this.store.tryReuse(digest, size);
+      }
+      names = new Set(listNames(path.join(this.store.objectsDir, xx)));
+      this.listed.set(xx, names);
+    }
+    if (!names.has(digest.slice(2))) return false;
+    this.store.noteReused(digest, size);
+    return true;
   }
 
   /** Make everything added durable and visible; objects another writer put meanwhile count as deduplicated. */

@@ -97,7 +97,7 @@ function imageNeeds(files: ExternalFile[]): NonNullable<StoreStats['needs']> {
     objects.add(f.inode.digest!);
     logical += f.inode.size;
   }
-  return { objects: [...objects].sort(), logical };
+  return { objects: [...objects], logical };
 }
 
 async function fromDirectory(source: string, image: string | undefined, opts: Opts): Promise<number> {
@@ -114,7 +114,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   }
   let stored: StoreStats | null = null;
   // the store takes each file as soon as its digest is known, while the rest are hashed
-  const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store));
+  const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store), false);
   const cache = store instanceof Store ? new DigestCache(store) : undefined;
   if (cache && opts.cache === false) cache.disableLookups();
   try {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { ObjectStager, PlainObjects, STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
 import { FsVerityHasher, cryptoBlockHasher } from '../../format/fsverity.js';
 import { runBin } from '../cli/run.js';
 import { VECTORS } from '../support/vectors.js';
@@ -133,6 +133,27 @@ describe.runIf(!xfsSkip)('reflinks', () => {
       spawnSync('umount', [mnt]);
       fs.rmSync(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe('stager into a plain objects directory', () => {
+  it('lists a busy objects/XX directory instead of a stat per object, and leaves existing objects as they are', async () => {
+    const objects = path.join(tmpDir(), 'objects');
+    const src = tmpDir();
+    const digest = (i: number) => 'ab' + i.toString(16).padStart(62, '0');
+    fs.mkdirSync(path.join(objects, 'ab'), { recursive: true });
+    for (let i = 0; i < 40; i += 2) fs.writeFileSync(path.join(objects, objectRelPath(digest(i))), 'old'); // the even ones exist
+    const stager = new ObjectStager(new PlainObjects(objects), false);
+    for (let i = 0; i < 40; i++) {
+      const f = path.join(src, `f${i}`);
+      fs.writeFileSync(f, `new ${i}`);
+      stager.add({ path: f, digest: digest(i), size: fs.statSync(f).size });
+    }
+    expect(stager.totals).toMatchObject({ newObjects: 20, dedupObjects: 20 });
+    await stager.commit();
+    await stager.close();
+    for (let i = 0; i < 40; i++) expect(fs.readFileSync(path.join(objects, objectRelPath(digest(i))), 'utf8')).toBe(i % 2 ? `new ${i}` : 'old');
+    expect(fs.readdirSync(objects).sort()).toEqual(['ab']); // no staging directory left
   });
 });
 
