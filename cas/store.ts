@@ -647,6 +647,7 @@ export class ObjectStager {
     await this.writeback;
     const c = this.store.commitStagedAll(this.dir, this.staged);
     this.staged.clear();
+    this.listed.clear();
     const t = this.totals;
     t.dedupObjects += t.newObjects - c.newObjects;
     t.dedupBytes += t.newBytes - c.newBytes;
