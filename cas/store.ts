@@ -44,8 +44,8 @@ export function defaultStorePath(env: NodeJS.ProcessEnv = process.env): string {
 import { fsyncDir, tmpName, writeAtomic } from './atomic.js';
 export { fsyncDir, tmpName, writeAtomic };
 
-/** Staged bytes between background writeback kicks (ObjectStager, importTar). */
-export const WRITEBACK_BATCH = 16 << 20;
+/** Staged bytes between background writeback kicks (ObjectStager). */
+const WRITEBACK_BATCH = 16 << 20;
 
 /** What committing staged objects added and found already there. */
 export interface StagedTotals {
@@ -561,14 +561,6 @@ export class PlainObjects implements StagingTarget {
   }
 }
 
-/**
- * Files whose digests are known, copied (reflinked where possible) into a staging directory as
- * they come and flushed in the background meanwhile; commit() syncs them and links them into
- * place (commitStagedFiles). A file whose size is not `size` any more changed after it was
- * hashed: that is an error. close() drops whatever was not committed. Objects already there
- * get a fresh mtime if `touch`; if not, each objects/XX directory that many files go to is
- * listed once instead of a stat per object.
- */
 /** Objects looked up in one objects/XX directory before it is listed instead. */
 const LIST_AFTER = 16;
 
@@ -581,6 +573,15 @@ function listNames(dir: string): string[] {
   }
 }
 
+/**
+ * Files whose digests are known, copied (reflinked where possible) into a staging directory as
+ * they come, or written there by the caller (newFile, addWritten), and flushed in the
+ * background meanwhile; commit() syncs them and links them into place (commitStagedFiles). A
+ * file whose size is not `size` any more changed after it was hashed: that is an error.
+ * close() drops whatever was not committed. Objects already there get a fresh mtime if
+ * `touch`; if not, each objects/XX directory that many files go to is listed once instead of
+ * a stat per object.
+ */
 export class ObjectStager {
   readonly totals: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
   private readonly dir: string;
@@ -602,24 +603,39 @@ export class ObjectStager {
     this.dirFd = fs.openSync(this.dir, 'r');
   }
 
+  /** Copy file `f.path`, whose digest is known, in (unless the object is there or staged). */
   add(f: { path: string | Buffer; digest: string; size: number }): void {
-    const t = this.totals;
     const digest = checkDigest(f.digest);
-    if (this.staged.has(digest) || this.reuse(digest, f.size)) {
-      t.dedupObjects++;
-      t.dedupBytes += f.size;
-      return;
-    }
-    const file = path.join(this.dir, String(this.seq++));
+    if (this.has(digest, f.size)) return;
+    const file = this.newFile();
     fs.copyFileSync(f.path, file, fs.constants.COPYFILE_FICLONE);
     fs.chmodSync(file, 0o644);
     const size = fs.statSync(file).size;
     if (size !== f.size) throw new CfsError(ErrorCode.Io, `changed while being stored (${f.size} bytes when hashed, ${size} now)`, { input: String(f.path) });
+    this.addWritten(digest, file, size);
+  }
+
+  /** Whether object `digest` is staged or there already (then counted as deduplicated). */
+  has(digest: string, size: number): boolean {
+    if (!this.staged.has(digest) && !this.reuse(digest, size)) return false;
+    this.totals.dedupObjects++;
+    this.totals.dedupBytes += size;
+    return true;
+  }
+
+  /** A new name in the staging directory, for a file the caller writes and then adds. */
+  newFile(): string {
+    return path.join(this.dir, String(this.seq++));
+  }
+
+  /** Stage `file` (a newFile the caller wrote: `size` bytes with digest `digest`). */
+  addWritten(digest: string, file: string, size: number): void {
     this.staged.set(digest, { file, size });
-    t.newObjects++;
-    t.newBytes += size;
+    this.totals.newObjects++;
+    this.totals.newBytes += size;
     this.unsynced += size;
     if (this.unsynced >= WRITEBACK_BATCH && !this.writeback) {
+      // start flushing while more is staged, so the final sync has less to do
       this.unsynced = 0;
       this.writeback = syncfsAsync(this.dirFd).finally(() => (this.writeback = null));
     }

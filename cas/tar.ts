@@ -14,8 +14,7 @@ import {
   CfsError, ErrorCode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   addChild, encodeImage, findChild, makedev32, newInode, type Dirent, type Inode,
 } from '../format/index.js';
-import { Store, WRITEBACK_BATCH, checkRefName, imageNeeds, objectRelPath } from './store.js';
-import { syncfsAsync } from './sys.js';
+import { Store, checkRefName, imageNeeds, objectRelPath } from './store.js';
 import { newVerityHasher } from './sha256-native.js';
 
 /** Files up to this size are stored inline in the image, as mkcomposefs does. */
@@ -68,11 +67,6 @@ export interface ImportResult {
   missing: string[];
 }
 
-interface Staged {
-  file: string;
-  size: number;
-}
-
 /**
  * Import one tar stream; `input` names it in errors. `beforeCommit` runs once the archive has
  * parsed and before any object or the image becomes visible (a caller's last check, such as the
@@ -82,14 +76,8 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
   const input = opts.input;
   const bad = (msg: string): CfsError => new CfsError(ErrorCode.InvalidTree, msg, { input });
   if (opts.name !== undefined) checkRefName(opts.name); // before reading anything
-  store.lock('shared');
-  const stageDir = store.makeStagingDir();
-  const staged = new Map<string, Staged>();
+  const stager = store.stager();
   const res: ImportResult = { image: '', entries: 0, files: 0, newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, missing: [] };
-  let seq = 0;
-  let unsynced = 0;
-  let writeback: Promise<boolean> | null = null;
-  const stageFd = fs.openSync(stageDir, 'r');
   try {
     const root = newInode(S_IFDIR | 0o755);
     const extract = tar.extract({ filenameEncoding: "latin1" } as Parameters<typeof tar.extract>[0]);
@@ -158,23 +146,20 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
 
     settleHardlinks(root);
     const image = encodeImage(root, { input });
-    await writeback;
     await opts.beforeCommit?.();
 
     // Durable before visible: staged data into objects/, then register.
-    const t = store.commitStagedAll(stageDir, staged);
-    res.newObjects += t.newObjects;
-    res.newBytes += t.newBytes;
-    res.dedupObjects += t.dedupObjects;
-    res.dedupBytes += t.dedupBytes;
+    const t = await stager.commit();
+    res.newObjects = t.newObjects;
+    res.newBytes = t.newBytes;
+    res.dedupObjects = t.dedupObjects;
+    res.dedupBytes = t.dedupBytes;
     const reg = store.addImage(image, { name: opts.name, input, needs: treeNeeds(root) });
     res.image = reg.digest;
     res.missing = reg.missing;
     return res;
   } finally {
-    await writeback;
-    fs.closeSync(stageFd);
-    fs.rmSync(stageDir, { recursive: true, force: true });
+    await stager.close();
   }
 
   /** Hash a regular file's bytes; inline small ones, stage new large ones. */
@@ -200,7 +185,7 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
           chunks.push(b);
           held += b.length;
           if (held <= BUFFER_LIMIT) continue;
-          file = path.join(stageDir, String(seq++));
+          file = stager.newFile();
           fd = fs.openSync(file, 'wx', 0o644);
           for (const b of chunks) writeAll(fd, b);
           chunks = null;
@@ -209,24 +194,16 @@ export async function importTar(store: Store, stream: Readable, opts: { name?: s
       const digest = hasher.digest().toString('hex');
       inode.digest = digest;
       inode.payload = objectRelPath(digest);
-      if (staged.has(digest) || store.tryReuse(digest, size)) {
-        res.dedupObjects++;
-        res.dedupBytes += size;
+      if (stager.has(digest, size)) {
         if (fd >= 0) fs.rmSync(file, { force: true });
         return;
       }
       if (chunks) {
-        file = path.join(stageDir, String(seq++));
+        file = stager.newFile();
         fd = fs.openSync(file, 'wx', 0o644);
         for (const b of chunks) writeAll(fd, b);
       }
-      staged.set(digest, { file, size });
-      unsynced += size;
-      if (unsynced >= WRITEBACK_BATCH && !writeback) {
-        // Start flushing staged data while parsing goes on, so the final sync has less to do.
-        unsynced = 0;
-        writeback = syncfsAsync(stageFd).finally(() => (writeback = null));
-      }
+      stager.addWritten(digest, file, size);
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
@@ -357,7 +334,6 @@ export function treeNeeds(root: Inode): { objects: string[]; logical: number } {
   return { objects: [...objects].sort(), logical };
 }
 
-/** glibc makedev, kept to the 32 bits an image stores. */
 function setMtime(inode: Inode, h: TarHeader, where: string, bad: (m: string) => CfsError): void {
   const pax = h.pax?.mtime;
   if (pax !== undefined) {
