@@ -35,6 +35,26 @@ function run(bin: string, args: string[], opts: { killAfterMs?: number } = {}): 
   });
 }
 
+/** `gc --grace 0` over and over until stopped; stop() gives the number of runs. */
+function gcLoop(store: string): { stop: () => Promise<number> } {
+  let stop = false;
+  const runs = (async () => {
+    let n = 0;
+    while (!stop) {
+      const r = await cas(['gc', '--grace', '0', '--store', store]);
+      expect(r.code, r.stderr).toBe(0);
+      n++;
+    }
+    return n;
+  })();
+  return {
+    stop: () => {
+      stop = true;
+      return runs;
+    },
+  };
+}
+
 async function treeTar(seed: number, files: number, size: number): Promise<string> {
   const entries: TarEntry[] = [];
   for (let i = 0; i < files; i++) {
@@ -83,16 +103,7 @@ describe('cfs-cas processes', () => {
     const store = path.join(tmpDir(), 'store');
     const tar = await treeTar(2, 60, 20_000);
     expect((await cas(['init', '--store', store])).code).toBe(0);
-    let stop = false;
-    const collector = (async () => {
-      let runs = 0;
-      while (!stop) {
-        const r = await cas(['gc', '--grace', '0', '--store', store]);
-        expect(r.code, r.stderr).toBe(0);
-        runs++;
-      }
-      return runs;
-    })();
+    const collector = gcLoop(store);
     const writer = async (name: string): Promise<void> => {
       for (let i = 0; i < 3; i++) {
         const r = await cas(['import-tar', tar, '--name', name, '--store', store]);
@@ -105,8 +116,7 @@ describe('cfs-cas processes', () => {
       }
     };
     await Promise.all([writer('w1'), writer('w2')]);
-    stop = true;
-    expect(await collector).toBeGreaterThan(1);
+    expect(await collector.stop()).toBeGreaterThan(1);
   });
 
   it('gc running concurrently with cfs-writer --snapshot (digest cache hits) never deletes what its image needs', async () => {
@@ -118,16 +128,7 @@ describe('cfs-cas processes', () => {
     }
     expect((await cas(['init', '--store', store])).code).toBe(0);
     await new Promise((r) => setTimeout(r, 1100)); // older than a second: the digest cache takes them
-    let stop = false;
-    const collector = (async () => {
-      let runs = 0;
-      while (!stop) {
-        const r = await cas(['gc', '--grace', '0', '--store', store]);
-        expect(r.code, r.stderr).toBe(0);
-        runs++;
-      }
-      return runs;
-    })();
+    const collector = gcLoop(store);
     // rounds 1-3: the other ref keeps the objects (and their cache rows); rounds 4-5: no ref at all between runs
     for (let i = 0; i < 6; i++) {
       const name = `snap${i % 2}`;
@@ -141,8 +142,7 @@ describe('cfs-cas processes', () => {
       if (i === 2) expect((await cas(['rm-ref', 'snap0', '--store', store])).code).toBe(0);
       await new Promise((r) => setTimeout(r, 50)); // let a gc run
     }
-    stop = true;
-    expect(await collector).toBeGreaterThan(1);
+    expect(await collector.stop()).toBeGreaterThan(1);
   });
 
   it('parallel puts of the same content all succeed and leave one object', async () => {
