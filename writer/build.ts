@@ -121,6 +121,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   }
 }
 
+/** External files collected before one DigestCache.lookupMany call. */
 const LOOKUP_BATCH = 1024;
 
 /** Entries from which cfs-writer collects garbage around the encoder's copy of the tree. */
