@@ -60,8 +60,11 @@ function describeErrno(err: NodeJS.ErrnoException): string {
   return `${msg} (${err.code})`;
 }
 
-/** Read a whole input file, or stdin for `-`, refusing files larger than `limit`. */
-export async function readInput(file: string, limit: number): Promise<Buffer> {
+/**
+ * Read a whole input file, or stdin for `-`, refusing files larger than `limit`. `shared`: into
+ * a SharedArrayBuffer, for worker threads to read too.
+ */
+export async function readInput(file: string, limit: number, shared = false): Promise<Buffer> {
   if (file === '-') {
     const chunks: Buffer[] = [];
     let total = 0;
@@ -70,12 +73,30 @@ export async function readInput(file: string, limit: number): Promise<Buffer> {
       if (total > limit) throw new CfsError(ErrorCode.TooLarge, `input larger than ${limit} bytes`, { input: 'stdin' });
       chunks.push(chunk as Buffer);
     }
-    return Buffer.concat(chunks);
+    if (!shared) return Buffer.concat(chunks);
+    const out = Buffer.from(new SharedArrayBuffer(total));
+    let at = 0;
+    for (const c of chunks) at += c.copy(out, at);
+    return out;
   }
   const st = fs.statSync(file);
   if (st.isDirectory()) throw new CfsError(ErrorCode.Io, 'is a directory', { input: file });
   if (st.size > limit) throw new CfsError(ErrorCode.TooLarge, `file of ${st.size} bytes exceeds the ${limit}-byte limit`, { input: file });
-  return fs.readFileSync(file);
+  if (!shared) return fs.readFileSync(file);
+  const fd = fs.openSync(file, 'r');
+  try {
+    // the size at stat time: a file that grows meanwhile is read that far
+    const out = Buffer.from(new SharedArrayBuffer(st.size));
+    let at = 0;
+    while (at < out.length) {
+      const n = fs.readSync(fd, out, at, out.length - at, null);
+      if (n === 0) break;
+      at += n;
+    }
+    return out.subarray(0, at);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**

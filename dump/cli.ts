@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import { Command } from 'commander';
 import { ExitCode, TextOut, UsageError, parseCommand, readInput, runMain, writeAll } from '../cli-kit/index.js';
-import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, dumpImage, printDump, type DecodeOptions } from '../format/index.js';
+import { CfsError, ErrorCode, MAX_IMAGE_SIZE, decodeImage, printDump, type DecodeOptions } from '../format/index.js';
+import { dumpFile } from './parallel.js';
 import { collectObjects, listObjects, printJson, printLs } from './commands.js';
 
 const TOOL = 'cfs-dump';
@@ -51,7 +52,8 @@ Examples:
     .action(async (images: string[], o: { filter?: string[]; json?: boolean; preserveOrder?: boolean }) => {
       for (const img of images) {
         if (!o.json && !o.filter && !o.preserveOrder) {
-          const chunks = dumpImage(await readInput(img, MAX_IMAGE_SIZE), { input: img === '-' ? 'stdin' : img });
+          const note = process.env.CFS_DEBUG ? (msg: string): void => void process.stderr.write(`${TOOL}: ${img}: ${msg}\n`) : undefined;
+          const chunks = await dumpFile(img, note);
           await out.flush();
           for (const c of chunks) await writeAll(process.stdout, c);
         } else {

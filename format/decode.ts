@@ -10,7 +10,7 @@
  * xattrs as stored, character devices 0:0 kept, and regular files' data located, not read.
  */
 import { CfsError, ErrorCode } from './errors.js';
-import { dumpLine, printDump, setXattr } from './dumpfile.js';
+import { setXattr } from './dumpfile.js';
 import {
   BLOCK_SIZE,
   CFS_HEADER,
@@ -111,7 +111,7 @@ interface DirEntries {
   types: number[];
 }
 
-class Reader {
+export class Reader {
   constructor(
     readonly buf: Buffer,
     readonly input: string | undefined,
@@ -151,7 +151,7 @@ class Reader {
   }
 }
 
-interface RawInode {
+export interface RawInode {
   nid: number;
   off: number;
   mode: number;
@@ -167,12 +167,12 @@ interface RawInode {
   mtimeNsec: number;
 }
 
-const typeOf = (mode: number): number => mode & S_IFMT;
+export const typeOf = (mode: number): number => mode & S_IFMT;
 /** Names the decoder compares against: interned as these very strings. */
 const KNOWN_KEYS = [XATTR_REDIRECT, XATTR_METACOPY, XATTR_ESCAPED_WHITEOUT, XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUT, XATTR_USER_WHITEOUTS];
 /** readXattrs result bits. */
-const WHITEOUT = 1;
-const MARKERS = 2;
+export const WHITEOUT = 1;
+export const MARKERS = 2;
 /** The directory whiteouts marker as it reads back after unescaping. */
 const XATTR_ESCAPED_WHITEOUTS_UNESCAPED = OVERLAY_PREFIX + XATTR_ESCAPED_WHITEOUTS.slice(OVERLAY_ESCAPED_PREFIX.length);
 
@@ -182,14 +182,19 @@ function cStr(s: string): string {
 }
 
 
-class Decoder {
+export class Decoder {
   readonly r: Reader;
   metaStart = 0;
   xattrStart = 0;
   buildTimeSec = 0n;
   buildTimeNsec = 0;
-  /** nid → inode, for hardlinks; directories are recorded to reject cycles. */
-  readonly byNid: (Inode | undefined)[];
+  /** Upper bound of the nids the image can hold. */
+  readonly nidCount: number;
+  private byNidList: (Inode | undefined)[] | null = null;
+  /** nid → inode, for hardlinks; directories are recorded to reject cycles. Made on first use. */
+  get byNid(): (Inode | undefined)[] {
+    return (this.byNidList ??= new Array(this.nidCount));
+  }
   /** inode → nid, only kept for 'image' ownership. */
   readonly nids: Map<Inode, number> | null;
   /** Superblock block count (plain images check file blocks against it). */
@@ -203,7 +208,7 @@ class Decoder {
     readonly plain: boolean,
   ) {
     this.r = new Reader(buf, input);
-    this.byNid = new Array(Math.ceil(buf.length / SLOT_SIZE));
+    this.nidCount = Math.ceil(buf.length / SLOT_SIZE);
     this.nids = keepNids ? new Map() : null;
   }
 
@@ -592,7 +597,7 @@ class Decoder {
 }
 
 /** A directory with whiteouts in it: its whiteouts markers are mkcomposefs's, not the input's. */
-function dropWhiteoutMarkers(dir: Inode): void {
+export function dropWhiteoutMarkers(dir: Inode): void {
   dir.xattrs = dir.xattrs.filter((x) => x.key !== XATTR_ESCAPED_WHITEOUTS_UNESCAPED && x.key !== XATTR_USER_WHITEOUTS);
 }
 
@@ -655,7 +660,7 @@ export function decodeImage(data: Uint8Array, opts: DecodeOptions = {}): Decoded
 }
 
 /** Check the header and superblock; a decoder positioned on the image, and the root's nid. */
-function openImage(data: Uint8Array, opts: DecodeOptions): { dec: Decoder; rootNid: number } {
+export function openImage(data: Uint8Array, opts: DecodeOptions): { dec: Decoder; rootNid: number } {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const plain = opts.plain === true;
   const dec = new Decoder(buf, opts.input, opts.owner === 'image', plain);
@@ -683,107 +688,4 @@ function openImage(data: Uint8Array, opts: DecodeOptions): { dec: Decoder; rootN
   dec.buildTimeNsec = r.u32(sb + S.buildTimeNsec);
   dec.blocks = r.u32(sb + S.blocks);
   return { dec, rootNid: r.u16(sb + S.rootNid) };
-}
-
-/** The streaming dump met something only the tree decoder handles (or reports) exactly. */
-class Bail extends Error {}
-
-/**
- * `composefs-info dump` text of an image, in chunks. The image is printed while it is walked, no
- * tree kept (on 200k entries that is most of the time and memory); anything that walk does not
- * take on exactly (entries out of byte order, a hardlink whose owner it did not note, a
- * directory's whiteout markers next to hardlinks, any error) is done by decodeImage +
- * printDump instead, which also reports the errors.
- */
-export function dumpImage(data: Uint8Array, opts: { input?: string } = {}): Buffer[] {
-  try {
-    return streamDump(data, opts.input);
-  } catch (e) {
-    if (!(e instanceof Bail) && !(e instanceof CfsError)) throw e;
-  }
-  const chunks: Buffer[] = [];
-  printDump(decodeImage(data, opts).root, (c) => chunks.push(Buffer.from(c, 'latin1')));
-  return chunks;
-}
-
-function streamDump(data: Uint8Array, input: string | undefined): Buffer[] {
-  const { dec, rootNid } = openImage(data, { input });
-  const bail = new Bail();
-  // 1 = seen, 2 = a directory seen
-  const seen = new Uint8Array(dec.byNid.length);
-  const owners = new Map<number, string>();
-  const inode = newInode(0);
-  const probe = newInode(0);
-  const fill = (ino: RawInode, into: Inode): number => {
-    into.mode = ino.mode;
-    into.rdev = 0;
-    into.payload = null;
-    into.content = null;
-    into.digest = null;
-    into.xattrs = [];
-    return dec.fillInode(ino, into);
-  };
-  // text is kept as bytes: strings of it would stay alive, as many small ones, until the end
-  const chunks: Buffer[] = [];
-  let pending = '';
-  const emit = (path: string, linkPath: string | null): void => {
-    pending += dumpLine(path, inode, linkPath);
-    if (pending.length > 65536) {
-      chunks.push(Buffer.from(pending, 'latin1'));
-      pending = '';
-    }
-  };
-  /** A directory's line: its whiteout markers go when one of its entries is a whiteout. */
-  const emitDir = (ino: RawInode, flags: number, path: string): void => {
-    if (flags & MARKERS) {
-      let whiteouts = false;
-      for (const nid of dec.readEntries(ino).nids) {
-        if (nid >= seen.length || seen[nid]) throw bail;
-        const c = dec.readInode(nid);
-        if (c.nlink > 1 && typeOf(c.mode) !== S_IFDIR) throw bail;
-        if (!whiteouts && typeOf(c.mode) === S_IFREG && c.size === 0 && fill(c, probe) & WHITEOUT) whiteouts = true;
-      }
-      if (whiteouts) dropWhiteoutMarkers(inode);
-    }
-    emit(path, null);
-  };
-  const walk = (dirIno: RawInode, depth: number, path: string): void => {
-    if (depth >= MAX_DEPTH) throw bail;
-    const { names, nids, types } = dec.readEntries(dirIno);
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i];
-      const nid = nids[i];
-      if (i > 0 && !(names[i - 1] < name)) throw bail;
-      const p = `${path}/${name}`;
-      if (nid >= seen.length) throw bail;
-      if (seen[nid]) {
-        const owner = owners.get(nid);
-        if (seen[nid] === 2 || owner === undefined) throw bail;
-        fill(dec.readInode(nid), inode);
-        dec.checkFileType(dirIno, name, types[i], inode.mode, false);
-        emit(p, owner);
-        continue;
-      }
-      const ino = dec.readInode(nid);
-      const type = typeOf(ino.mode);
-      if (type === S_IFCHR && ino.u === 0) continue; // the root whiteouts mkcomposefs adds
-      seen[nid] = type === S_IFDIR ? 2 : 1;
-      const flags = fill(ino, inode);
-      dec.checkFileType(dirIno, name, types[i], inode.mode, (flags & WHITEOUT) !== 0);
-      if (type === S_IFDIR) {
-        emitDir(ino, flags, p);
-        walk(ino, depth + 1, p);
-      } else {
-        if (ino.nlink > 1) owners.set(nid, p);
-        emit(p, null);
-      }
-    }
-  };
-  const root = dec.readInode(rootNid);
-  if (typeOf(root.mode) !== S_IFDIR || rootNid >= seen.length) throw bail;
-  seen[rootNid] = 2;
-  emitDir(root, fill(root, inode), '/');
-  walk(root, 0, '');
-  if (pending) chunks.push(Buffer.from(pending, 'latin1'));
-  return chunks;
 }

@@ -3,7 +3,24 @@
  * images. The rule: decodeImage (and printing what it returns) either succeeds or throws a
  * CfsError. Any other exception, a hang or a memory blow-up is a bug.
  */
-import { CfsError, decodeImage, dumpImage, dumpToString } from '../format/index.js';
+import { CfsError, decodeImage, dumpCut, dumpImage, dumpPart, dumpToString, partsOverlap } from '../format/index.js';
+
+/**
+ * The two-part dump (cfs-dump's on big images) at a cut of about `share`: when both parts print
+ * and place no inode twice, they join into exactly `whole` (the decoded tree's dump; null = the
+ * image is rejected, and then they must not). Returns whether the parts were used.
+ */
+export function checkDumpParts(img: Uint8Array, input: string, share: number, whole: string | null): boolean {
+  const cut = dumpCut(img, input, share);
+  if (!cut) return false;
+  const head = dumpPart(img, input, cut, 'head');
+  const tail = dumpPart(img, input, cut, 'tail');
+  if (!head || !tail || partsOverlap(head.placed, tail.placed)) return false;
+  const text = Buffer.concat([...head.chunks, ...tail.chunks]).toString('latin1');
+  if (whole === null) throw new Error(`${input}: the dump parts at cut ${JSON.stringify(cut)} printed an image the decoder rejects`);
+  if (text !== whole) throw new Error(`${input}: the dump parts at cut ${JSON.stringify(cut)} differ from the whole dump`);
+  return true;
+}
 
 /** Small deterministic PRNG (mulberry32). */
 export function prng(seed: number): () => number {
@@ -43,6 +60,15 @@ export function mutate(img: Buffer, rnd: () => number): Buffer {
   return out;
 }
 
+/** checkDumpParts at a cut that varies from case to case; failures carry the image. */
+function partsCheck(img: Buffer, i: number, seed: number, whole: string | null): void {
+  try {
+    checkDumpParts(img, `case ${i} (seed ${seed})`, 0.1 + ((i * 0.618) % 0.8), whole);
+  } catch (e) {
+    throw Object.assign(e instanceof Error ? e : new Error(String(e)), { image: img });
+  }
+}
+
 export interface FuzzStats {
   cases: number;
   decoded: number;
@@ -69,6 +95,7 @@ export function fuzzDecoder(images: Buffer[], count: number, seed: number, plain
       if (!plain && Buffer.concat(dumpImage(img, { input: `case ${i}` })).toString('latin1') !== text) {
         throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage differs from the decoded tree's dump`), { image: img });
       }
+      if (!plain) partsCheck(img, i, seed, text);
       stats.decoded++;
     } catch (e) {
       if (!(e instanceof CfsError)) {
@@ -87,6 +114,7 @@ export function fuzzDecoder(images: Buffer[], count: number, seed: number, plain
           if (!(e2 instanceof CfsError)) throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage: ${(e2 as Error)?.stack ?? e2}`), { image: img });
         }
         if (accepted) throw Object.assign(new Error(`case ${i} (seed ${seed}): dumpImage printed an image decodeImage rejects (${e.message})`), { image: img });
+        partsCheck(img, i, seed, null);
       }
     }
     stats.maxMs = Math.max(stats.maxMs, performance.now() - t0);

@@ -4,8 +4,9 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, dumpImage, dumpToString, encodeImage, parseDump } from '../format/index.js';
+import { decodeImage, dumpImage, dumpPart, dumpToString, encodeImage, parseDump } from '../format/index.js';
 import { firstDiff, loadDirVectors, loadVectors } from './support/vectors.js';
+import { checkDumpParts } from '../test-support/fuzz.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const vectors = loadVectors();
@@ -102,6 +103,16 @@ describe('vectors: round trips', () => {
     });
     it(`${name}: the streaming dump (cfs-dump's) equals the decoded tree's`, () => {
       expect(Buffer.concat(dumpImage(image)).toString('latin1')).toBe(dumpToString(decodeImage(image).root));
+    });
+    it(`${name}: the two-part dump joins into the whole at every cut`, () => {
+      const whole = dumpToString(decodeImage(image).root);
+      let used = 0;
+      const step = image.length > 1 << 20 ? 0.25 : 0.05; // big images: a few cuts
+      for (let share = 0; share <= 1; share += step) if (checkDumpParts(image, name, share, whole)) used++;
+      // a head that reaches past every entry is the whole streaming dump: where that declines
+      // (it hands the image to the tree decoder), the parts must decline too
+      const streams = dumpPart(image, name, [Number.MAX_SAFE_INTEGER], 'head') !== null;
+      expect(used > 0).toBe(streams);
     });
     it(`${name}: dump → image → dump is stable`, () => {
       const d = decodeImage(image);

@@ -2,6 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { type Inode, S_IFDIR, S_IFREG, addChild, decodeImage, dumpToString, encodeImage, newInode } from '../../format/index.js';
 import { VECTORS } from '../support/vectors.js';
 import { runBin } from './run.js';
 
@@ -71,5 +73,42 @@ describe('cfs-dump', () => {
     fs.writeFileSync(bad, 'not an image');
     expect(runBin('cfs-dump', ['ls', bad]).stderr).toMatch(/too small/);
     expect(runBin('cfs-dump', ['dump', tmp]).stderr).toMatch(/is a directory/);
+  });
+  it('big images are printed in two parts at once, byte for byte the whole dump', () => {
+    // 36k entries (an image over the 4 MiB from which a thread helps); a hardlink within the
+    // first directory, and (second image) one from the first directory to the last
+    const build = (crossLink: boolean): { file: string; expected: string } => {
+      const root = newInode(S_IFDIR | 0o755);
+      const label = { key: 'security.selinux', value: 'system_u:object_r:usr_t:s0' };
+      const dirs: Inode[] = [];
+      for (let d = 0; d < 60; d++) {
+        const dir = newInode(S_IFDIR | 0o755, { xattrs: [label] });
+        for (let f = 0; f < 600; f++) {
+          const digest = createHash('sha256').update(`${d}/${f}`).digest('hex');
+          const file = newInode(S_IFREG | 0o644, { size: 4096 + f, digest, payload: `${digest.slice(0, 2)}/${digest.slice(2)}`, xattrs: [label] });
+          addChild(dir, { name: `f${String(f).padStart(4, '0')}`, inode: file, link: false });
+        }
+        addChild(root, { name: `d${String(d).padStart(2, '0')}`, inode: dir, link: false });
+        dirs.push(dir);
+      }
+      const owner = dirs[0].children![1].inode;
+      owner.nlink = 2;
+      addChild(crossLink ? dirs[59] : dirs[0], { name: 'zlink', inode: owner, link: true });
+      const img = encodeImage(root);
+      expect(img.length).toBeGreaterThan(4 << 20);
+      const file = path.join(tmp, crossLink ? 'big-cross.img' : 'big.img');
+      fs.writeFileSync(file, img);
+      return { file, expected: dumpToString(decodeImage(img).root) };
+    };
+    for (const crossLink of [false, true]) {
+      const { file, expected } = build(crossLink);
+      const r = runBin('cfs-dump', [file], { env: { CFS_DEBUG: '1' } });
+      expect(r.code).toBe(0);
+      expect(r.stdout.toString('latin1') === expected).toBe(true);
+      expect(r.stderr).toMatch(crossLink ? /printed whole: the parts at cut \S+ share an inode/ : /printed in two parts, cut at \d+\/\d+/);
+      // the same from stdin
+      const s = runBin('cfs-dump', ['-'], { input: fs.readFileSync(file) });
+      expect(s.stdout.toString('latin1') === expected).toBe(true);
+    }
   });
 });
