@@ -28,6 +28,8 @@ export interface ParseOptions {
   strict?: boolean;
   /** Name of the input, for error messages. */
   input?: string;
+  /** Every line through the general parser, none through the fast one (tests compare the two). */
+  general?: boolean;
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -183,6 +185,18 @@ interface ParseState {
   lineStart: number;
   /** Xattr keys seen so far. */
   keys: Map<string, string>;
+  /**
+   * fastLine: the keys it has met and the last value of each, field boundaries, the last line's
+   * parent directory (its path at [start, end) of `text`), and the next backslash and NUL.
+   */
+  keyList: string[];
+  keyValue: string[];
+  nextEscape: number;
+  nextNul: number;
+  fastAt: Int32Array;
+  lastParent: Inode | null;
+  lastParentStart: number;
+  lastParentEnd: number;
   lastSec: number;
   lastSecBig: bigint;
 }
@@ -387,6 +401,174 @@ function parseLine(st: ParseState, line: string): void {
   }
 }
 
+const SP = 0x20;
+const BACKSLASH = 0x5c;
+
+/** Offset of the next byte `c` from `from` on; the text's length if none. */
+function nextOf(b: Buffer, c: number, from: number): number {
+  const i = b.indexOf(c, from);
+  return i === -1 ? b.length : i;
+}
+
+/** A run of decimal (or octal) digits in bytes [s, e) as a number; -1 unless 1..15 digits. */
+function digitsAt(b: Buffer, s: number, e: number, base: 8 | 10): number {
+  if (e <= s || e - s > 15) return -1;
+  let v = 0;
+  for (let i = s; i < e; i++) {
+    const d = b[i] - 0x30;
+    if (d < 0 || d >= base) return -1;
+    v = v * base + d;
+  }
+  return v;
+}
+
+/** Whether the byte string `str` is b[s, e). */
+function sameBytes(str: string, b: Buffer, s: number, e: number): boolean {
+  if (str.length !== e - s) return false;
+  for (let i = 0; i < str.length; i++) if (str.charCodeAt(i) !== b[s + i]) return false;
+  return true;
+}
+
+/** Index in keyList of the key whose bytes are b[s, e), or -1 (keys are few). */
+function knownKey(st: ParseState, b: Buffer, s: number, e: number): number {
+  const keys = st.keyList;
+  for (let k = 0; k < keys.length; k++) if (sameBytes(keys[k], b, s, e)) return k;
+  return -1;
+}
+
+/**
+ * The common line, parsed from its bytes: a path below the root whose parent is known, plain
+ * fields (no escapes, no hardlink, small numbers, valid file type, a digest of 64 hex digits)
+ * and xattrs. Returns false, having changed nothing, for anything else: parseLine then takes
+ * the line (and reports its errors), so both give the same tree.
+ */
+function fastLine(st: ParseState, b: Buffer, start: number, end: number): boolean {
+  const at = st.fastAt;
+  // no escapes or NULs (the next of each in the text is noted once, not looked for per byte)
+  if (st.nextEscape < start) st.nextEscape = nextOf(b, BACKSLASH, start);
+  if (st.nextNul < start) st.nextNul = nextOf(b, 0, start);
+  if (st.nextEscape < end || st.nextNul < end) return false;
+  // field boundaries: at[2k] = start, at[2k + 1] = end of field k
+  let n = 0;
+  let p = start;
+  for (let i = start; i < end; i++) {
+    if (b[i] !== SP) continue;
+    if (i === p || n === 64) return false;
+    at[n++] = p;
+    at[n++] = i;
+    p = i + 1;
+  }
+  if (p === end || n === 64) return false;
+  at[n++] = p;
+  at[n++] = end;
+  const fields = n >> 1;
+  if (fields < FIELD_COUNT || !st.root || end - at[2 * FIELD_COUNT] > U16_MAX) return false;
+
+  // path: "/…/name", no empty, `.` or `..` name, parent as the last line's or a known directory
+  const ps = at[0];
+  const pe = at[1];
+  if (b[ps] !== 0x2f || b[pe - 1] === 0x2f || pe - ps < 2) return false;
+  let slash = pe - 1;
+  while (b[slash] !== 0x2f) slash--;
+  for (let i = ps; i < pe - 1; i++) if (b[i] === 0x2f && b[i + 1] === 0x2f) return false;
+  const nameLen = pe - slash - 1;
+  if (nameLen > MAX_NAME_LEN || (b[slash + 1] === 0x2e && (nameLen === 1 || (nameLen === 2 && b[slash + 2] === 0x2e)))) return false;
+  let parent: Inode | undefined;
+  const lp = st.lastParent;
+  if (lp && slash - ps === st.lastParentEnd - st.lastParentStart) {
+    parent = lp;
+    for (let i = 0, q = st.lastParentStart; i < slash - ps; i++) if (b[ps + i] !== b[q + i]) parent = undefined;
+  }
+  if (!parent) {
+    parent = st.dirs.get(readLatin1(b, ps, slash));
+    if (!parent) return false;
+  }
+
+  const mode = digitsAt(b, at[4], at[5], 8);
+  if (mode < 0 || mode > 0xffffffff || !isValidModeType(mode)) return false;
+  const type = mode & S_IFMT;
+  const size = digitsAt(b, at[2], at[3], 10);
+  const nlink = digitsAt(b, at[6], at[7], 10);
+  const uid = digitsAt(b, at[8], at[9], 10);
+  const gid = digitsAt(b, at[10], at[11], 10);
+  const rdev = digitsAt(b, at[12], at[13], 10);
+  if (size < 0 || nlink < 0 || uid < 0 || gid < 0 || rdev < 0) return false;
+  if (rdev !== 0 && type !== S_IFCHR && type !== S_IFBLK && st.strict) return false;
+  let dot = at[14];
+  while (dot < at[15] && b[dot] !== 0x2e) dot++;
+  const sec = digitsAt(b, at[14], dot, 10);
+  const nsec = digitsAt(b, dot + 1, at[15], 10);
+  if (sec < 0 || nsec < 0) return false;
+
+  const dash = (k: number): boolean => at[2 * k + 1] - at[2 * k] === 1 && b[at[2 * k]] === 0x2d;
+  const payloadDash = dash(8);
+  const contentDash = dash(9);
+  if (!contentDash && (at[19] - at[18] !== size || size > MAX_INLINE_CONTENT || type === S_IFLNK)) return false;
+  if (at[17] - at[16] >= PATH_MAX) return false;
+  if (type === S_IFLNK && (payloadDash || (st.strict && at[17] - at[16] !== size))) return false;
+  let digest: string | null = null;
+  if (!dash(10)) {
+    if (at[21] - at[20] !== 64) return false;
+    for (let i = at[20]; i < at[21]; i++) {
+      const c = b[i];
+      if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false; // upper case: parseLine
+    }
+    digest = readLatin1(b, at[20], at[21]);
+  }
+
+  const inode = newInode(mode);
+  inode.nlink = nlink >>> 0;
+  inode.uid = uid >>> 0;
+  inode.gid = gid >>> 0;
+  if (type === S_IFCHR || type === S_IFBLK) inode.rdev = rdev >>> 0;
+  if (sec !== st.lastSec) {
+    st.lastSec = sec;
+    st.lastSecBig = BigInt(sec);
+  }
+  inode.mtimeSec = st.lastSecBig;
+  inode.mtimeNsec = nsec >>> 0;
+  const payload = payloadDash ? null : readLatin1(b, at[16], at[17]);
+  inode.payload = payload;
+  inode.size = type === S_IFLNK ? payload!.length : size;
+  if (!contentDash) inode.content = readLatin1(b, at[18], at[19]);
+  inode.digest = digest;
+  let budget = 0;
+  for (let k = FIELD_COUNT; k < fields; k++) {
+    const s = at[2 * k];
+    const e = at[2 * k + 1];
+    let eq = s;
+    while (eq < e && b[eq] !== 0x3d) eq++;
+    if (eq === e || eq === s) return false;
+    let ki = knownKey(st, b, s, eq);
+    if (ki < 0) {
+      if (st.keyList.length >= 32) return false;
+      let key = readLatin1(b, s, eq);
+      // parseLine interns through `keys`: the two must hand out the same strings
+      const known = st.keys.get(key);
+      if (known === undefined) st.keys.set(key, key);
+      else key = known;
+      ki = st.keyList.push(key) - 1;
+      st.keyValue.push('');
+    }
+    // a value often repeats the last one of its key (one SELinux label on many files)
+    let value = st.keyValue[ki];
+    if (!sameBytes(value, b, eq + 1, e)) st.keyValue[ki] = value = readLatin1(b, eq + 1, e);
+    try {
+      budget = setXattr(inode.xattrs, st.keyList[ki], value, budget);
+    } catch {
+      return false;
+    }
+  }
+
+  const name = readLatin1(b, slash + 1, pe);
+  if (!addChild(parent, { name, inode, link: false })) return false;
+  if (type === S_IFDIR) st.dirs.set(readLatin1(b, ps, pe), inode);
+  st.lastParent = parent;
+  st.lastParentStart = ps;
+  st.lastParentEnd = slash;
+  return true;
+}
+
 function resolveLinks(st: ParseState): void {
   const root = st.root!;
   // mkcomposefs resolves the links last-first.
@@ -427,7 +609,8 @@ function lookupLinkTarget(root: Inode, path: string): Dirent | Inode | null {
 
 /** Parse composefs-dump text into a tree. Throws CfsError naming the input and line. */
 export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
-  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), fieldAt: new Array<number>(FIELD_COUNT).fill(0), text, lineStart: 0, keys: new Map(), lastSec: -1, lastSecBig: 0n };
+  const st: ParseState = { root: null, dirs: new Map(), fixups: [], linkOf: new Map(), strict: !!opts.strict, fields: new Array<string>(FIELD_COUNT), fieldAt: new Array<number>(FIELD_COUNT).fill(0), text, lineStart: 0, keys: new Map(), keyList: [], keyValue: [], nextEscape: -1, nextNul: -1, fastAt: new Int32Array(64), lastParent: null, lastParentStart: 0, lastParentEnd: 0, lastSec: -1, lastSecBig: 0n };
+  const general = opts.general === true;
   let lineNo = 0;
   let pos = 0;
   const len = text.length;
@@ -440,7 +623,7 @@ export function parseDump(text: Buffer, opts: ParseOptions = {}): Inode {
         nl = len;
       }
       st.lineStart = pos;
-      parseLine(st, readLatin1(text, pos, nl));
+      if (general || !fastLine(st, text, pos, nl)) parseLine(st, readLatin1(text, pos, nl));
       pos = nl + 1;
     }
     lineNo = 0;
