@@ -320,7 +320,7 @@ function s64Writer(): (img: Buffer, v: bigint, at: number) => void {
 /** What writeInode needs besides the node. */
 interface WriteContext {
   sharedBase: number;
-  bitCache: Map<string, number>;
+  names: XattrNames;
   writeS64: (img: Buffer, v: bigint, at: number) => void;
   /** Packed image: regular file data is the caller's to write. */
   packed: boolean;
@@ -446,7 +446,47 @@ function xattrPrefix(key: string): number {
   }
   return 0;
 }
-const entrySize = (x: Xattr): number => (XATTR_ENTRY.SIZE + x.key.length - (xattrPrefix(x.key) & 0xff) + x.value.length + 3) & ~3;
+
+/**
+ * What the encoder works out about xattr names, once per name: an image has few distinct names,
+ * met again on every inode (and inode after inode in the same order).
+ */
+class XattrNames {
+  private readonly prefixes = new Map<string, number>();
+  private readonly bits = new Map<string, number>();
+  private lastKeys: string[] = [];
+  private lastFilter = 0;
+
+  /** xattrPrefix(key). */
+  prefix(key: string): number {
+    let p = this.prefixes.get(key);
+    if (p === undefined) this.prefixes.set(key, (p = xattrPrefix(key)));
+    return p;
+  }
+
+  /** Bytes of an xattr entry (header, name without its prefix, value, padding). */
+  entrySize(x: Xattr): number {
+    return (XATTR_ENTRY.SIZE + x.key.length - (this.prefix(x.key) & 0xff) + x.value.length + 3) & ~3;
+  }
+
+  /** Inverted bloom filter of an inode's xattr names (bit set = name absent). */
+  filter(xs: Xattr[]): number {
+    const last = this.lastKeys;
+    if (xs.length === last.length) {
+      let i = 0;
+      while (i < xs.length && xs[i].key === last[i]) i++;
+      if (i === xs.length) return this.lastFilter;
+    }
+    let bits = 0;
+    for (const x of xs) {
+      let bit = this.bits.get(x.key);
+      if (bit === undefined) this.bits.set(x.key, (bit = filterBit(x.key, this.prefix(x.key))));
+      bits |= bit;
+    }
+    this.lastKeys = xs.map((x) => x.key);
+    return (this.lastFilter = ~bits >>> 0);
+  }
+}
 
 /** Sort by key (unique keys): insertion sort, as inodes carry a handful of xattrs. */
 function sortByKey(xs: Xattr[]): void {
@@ -482,7 +522,7 @@ function fingerprint(x: Xattr): number {
  * Count each exact (key, value) pair over all inodes; pairs used by two or more are shared.
  * Returns the shared entries in table order and, per node, each xattr's pair.
  */
-function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs: (PairCount[] | null)[] } {
+function computeShared(nodes: ENode[], names: XattrNames): { entries: Xattr[]; size: number; pairs: (PairCount[] | null)[] } {
   // Most pairs (metacopy, redirect) are unique. A bit table of pair fingerprints finds the pairs
   // that may repeat; only those go through the exact count.
   let total = 0;
@@ -547,7 +587,7 @@ function computeShared(nodes: ENode[]): { entries: Xattr[]; size: number; pairs:
   let off = 0;
   for (const e of shared) {
     e.offset = off;
-    off += entrySize(e.x);
+    off += names.entrySize(e.x);
   }
   return { entries: shared.map((e) => e.x), size: off, pairs };
 }
@@ -626,21 +666,9 @@ function tailPadding(n: ENode, pos: number, isize: number): number {
   return 0;
 }
 
-/** The bloom filter bit of an xattr name. */
-function filterBit(key: string): number {
-  const p = xattrPrefix(key);
+/** The bloom filter bit of an xattr name (`p`: its xattrPrefix). */
+function filterBit(key: string, p: number): number {
   return 1 << (xxh32(Buffer.from(key.slice(p & 0xff), 'latin1'), (XATTR_FILTER_SEED + (p >> 8)) >>> 0) & (XATTR_FILTER_BITS - 1));
-}
-
-/** Inverted bloom filter of the inode's xattr names (bit set = name absent). */
-function xattrFilter(n: ENode, bitCache: Map<string, number>): number {
-  let bits = 0;
-  for (const x of n.xattrs) {
-    let bit = bitCache.get(x.key);
-    if (bit === undefined) bitCache.set(x.key, (bit = filterBit(x.key)));
-    bits |= bit;
-  }
-  return ~bits >>> 0;
 }
 
 function dirSize(n: ENode): number {
@@ -721,7 +749,8 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   }
 
   // Shared xattrs, then each inode's references (at most 128, in key order).
-  const shared = computeShared(nodes);
+  const names = new XattrNames();
+  const shared = computeShared(nodes, names);
   for (let ni = 0; ni < nodes.length; ni++) {
     const n = nodes[ni];
     if (n.xattrs.length === 0) continue;
@@ -730,7 +759,7 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
     let inlineSize = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
       if (pairs !== null && pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
-      else inlineSize += entrySize(n.xattrs[i]);
+      else inlineSize += names.entrySize(n.xattrs[i]);
     }
     n.pairs = pairs;
     n.nShared = nShared;
@@ -806,10 +835,10 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  const ctx: WriteContext = { sharedBase, bitCache: new Map(), writeS64: s64Writer(), packed: pack !== null };
+  const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null };
   for (const n of nodes) writeInode(img, n, ctx);
   let p = inodesEnd;
-  for (const x of shared.entries) p = writeXattr(img, p, x);
+  for (const x of shared.entries) p = writeXattr(img, p, x, names);
   for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
   return { img, packed };
 }
@@ -868,9 +897,9 @@ function writeU64(img: Buffer, v: number, at: number): void {
   img.writeUInt32LE(Math.floor(v / 2 ** 32), at + 4);
 }
 
-function writeXattr(img: Buffer, p: number, x: Xattr): number {
+function writeXattr(img: Buffer, p: number, x: Xattr, names: XattrNames): number {
   const key = x.key;
-  const pre = xattrPrefix(key);
+  const pre = names.prefix(key);
   const from = pre & 0xff;
   const E = XATTR_ENTRY.off;
   img[p + E.nameLen] = key.length - from;
@@ -952,7 +981,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
   }
   if (n.xattrSize > 0) {
     const X = XATTR_IBODY_HEADER.off;
-    img.writeUInt32LE(xattrFilter(n, ctx.bitCache), pos + X.nameFilter);
+    img.writeUInt32LE(ctx.names.filter(n.xattrs), pos + X.nameFilter);
     img[pos + X.sharedCount] = n.nShared;
     // the first 128 shareable xattrs (in key order) are references, the rest inline
     let p = pos + XATTR_IBODY_HEADER.SIZE;
@@ -970,7 +999,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     refs = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
       if (pairs !== null && pairs[i].offset >= 0 && refs < n.nShared) refs++;
-      else p = writeXattr(img, p, n.xattrs[i]);
+      else p = writeXattr(img, p, n.xattrs[i], ctx.names);
     }
     pos += n.xattrSize;
   }
