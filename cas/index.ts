@@ -3,7 +3,12 @@
  * which objects each image needs, refs). The tree is the truth; `reindex` rebuilds this file from
  * it, so deleting it loses nothing.
  */
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type BetterSqlite3 from 'better-sqlite3';
+
+/** better-sqlite3, loaded on first use: tools that never open a store skip its 30 ms load. */
+let Database: typeof BetterSqlite3 | null = null;
+const sqlite = (): typeof BetterSqlite3 => (Database ??= createRequire(import.meta.url)('better-sqlite3') as typeof BetterSqlite3);
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS objects (
@@ -65,12 +70,12 @@ const OBJECT_BATCH = 128;
 const FILE_BATCH = 256;
 
 export class Index {
-  private readonly db: Database.Database;
+  private readonly db: BetterSqlite3.Database;
   private readonly stmts;
   private pending: [string, number, number][] = [];
 
   constructor(file: string) {
-    this.db = new Database(file, { timeout: 30_000 });
+    this.db = new (sqlite())(file, { timeout: 30_000 });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);

@@ -9,28 +9,33 @@ import { fsverityDigest, cryptoBlockHasher } from '../../format/fsverity.js';
 const { HashPool } = (await import(new URL('../../dist/cas/hash-pool.js', import.meta.url).href)) as typeof import('../../cas/hash-pool.js');
 
 describe('HashPool', () => {
-  it('hashes the first files itself and the rest in helper processes, each result under its own index', async () => {
+  it('hashes in helper processes and (in drain) on the calling thread, each result under its own index', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
     try {
-      // 3 x 20 MiB pass the inline limit, so later files go to the helpers
+      // batches of 8 MiB or 16 files: some go to the helpers as they come up, the caller takes the rest
       const sizes = [20 << 20, 5000, 20 << 20, 1, 20 << 20, 70_000, 4096, 123_457];
       const files = sizes.map((n, i) => {
         const f = path.join(dir, `f${i}`);
         fs.writeFileSync(f, Buffer.alloc(n, i + 1));
         return f;
       });
-      const got = new Map<number, HashResult>();
-      const pool = new HashPool(2, (i, r) => got.set(i, r));
-      try {
-        files.forEach((f, i) => expect(pool.submit(Buffer.from(f), sizes[i])).toBe(i));
-        await pool.drain();
-      } finally {
-        await pool.close();
+      for (const threads of [2, 0]) {
+        const got = new Map<number, HashResult>();
+        const pool = new HashPool(threads, (i, r) => got.set(i, r));
+        try {
+          files.forEach((f, i) => expect(pool.submit(Buffer.from(f), sizes[i])).toBe(i));
+          // helpers answer full batches before drain() (as while a scan goes on)
+          for (let t = 0; threads > 0 && got.size === 0 && t < 100; t++) await new Promise((r) => setTimeout(r, 50));
+          expect(got.size > 0).toBe(threads > 0);
+          await pool.drain();
+        } finally {
+          await pool.close();
+        }
+        expect(got.size).toBe(files.length);
+        files.forEach((f, i) => {
+          expect(got.get(i), f).toEqual({ digest: fsverityDigest(fs.readFileSync(f), cryptoBlockHasher).toString('hex'), size: sizes[i] });
+        });
       }
-      expect(got.size).toBe(files.length);
-      files.forEach((f, i) => {
-        expect(got.get(i), f).toEqual({ digest: fsverityDigest(fs.readFileSync(f), cryptoBlockHasher).toString('hex'), size: sizes[i] });
-      });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
