@@ -462,7 +462,7 @@ function fastLine(st: ParseState, b: Buffer, start: number, end: number): boolea
   at[n++] = p;
   at[n++] = end;
   const fields = n >> 1;
-  if (fields < FIELD_COUNT || !st.root || end - at[2 * FIELD_COUNT] > U16_MAX) return false;
+  if (fields < FIELD_COUNT || !st.root || (fields > FIELD_COUNT && end - at[2 * FIELD_COUNT] > U16_MAX)) return false;
 
   // path: "/…/name", no empty, `.` or `..` name, parent as the last line's or a known directory
   const ps = at[0];
