@@ -198,6 +198,12 @@ export class Progress {
     this.last = now;
     process.stderr.write(`\r\x1b[K${text()}`);
   }
+  /** A new phase: shown at once (not throttled). */
+  show(text: string): void {
+    if (!this.on) return;
+    this.last = Date.now();
+    process.stderr.write(`\r\x1b[K${text}`);
+  }
   rate(bytes: number): string {
     const s = (Date.now() - this.start) / 1000;
     return s > 0 ? `${fmtBytes(bytes / s)}/s` : '';

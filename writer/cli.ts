@@ -134,7 +134,11 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
       onDigest: stager ? (f) => stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size }) : undefined,
       onStore: async (files) => {
-        if (stager) stored = { ...(await stager.commit()), needs: opts.snapshot ? imageNeeds(files) : undefined };
+        if (stager) {
+          progress.show(`syncing: ${files.length} files into ${store instanceof Store ? store.root : store}`);
+          stored = { ...(await stager.commit()), needs: opts.snapshot ? imageNeeds(files) : undefined };
+        }
+        progress.show('encoding the image');
       },
     });
     progress.done();

@@ -89,4 +89,18 @@ describe('cfs-writer --from-file', () => {
     expect(out).toMatch(/refusing to write the image to a terminal/);
     expect(out).toMatch(/rc=2/);
   });
+  it.runIf(hasScript)('on a terminal, says when it syncs objects and encodes; quiet otherwise', () => {
+    const tree = path.join(tmp, 'progress-tree');
+    fs.mkdirSync(tree);
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(tree, `f${i}`), `content ${i} `.repeat(20));
+    const store = path.join(tmp, 'progress-store');
+    const bin = path.resolve(__dirname, '../../bin/cfs-writer.js');
+    const out = execFileSync('script', ['-qec', `${process.execPath} ${bin} --snapshot --store ${store} ${tree}`, '/dev/null'], { encoding: 'latin1' });
+    expect(out).toContain(`\r\x1b[Ksyncing: 20 files into ${store}`);
+    expect(out).toContain('\r\x1b[Kencoding the image');
+    expect(out).toMatch(/cfs-writer: 21 entries/);
+    const quiet = runBin('cfs-writer', ['--snapshot', '--store', store, tree]);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stderr).not.toMatch(/syncing|encoding/);
+  });
 });
