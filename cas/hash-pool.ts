@@ -1,11 +1,11 @@
 /**
- * fs-verity digests of many files in helper processes (one per CPU by default) and, once the
- * caller awaits `drain()`, on the calling thread too. The helpers start with the pool, so they
- * boot while the caller scans the tree; files are queued in batches, and each ready helper
- * keeps two batches in hand, taking the next as it answers one. In drain() the caller hashes
- * queued batches itself between answers, so a small tree is hashed before a helper is even up,
- * and a big one by every core. Processes, not worker threads: the native hasher (koffi) is not
- * safe to load in worker threads (koffi issue 190; seen here too).
+ * fs-verity digests of many files in helper processes (one per CPU by default) and on the
+ * calling thread. The first 16 MiB submitted stay here, to be hashed in `drain()`; helpers start
+ * once 1 MiB is queued, and every later batch goes to one at once (to the one with the fewest
+ * bytes outstanding), so hashing overlaps the caller's scan, which does not let the event loop
+ * run. A small tree is hashed before a helper would be up, and a big one keeps every core busy.
+ * Processes, not worker threads: the native hasher (koffi) is not safe to load in worker
+ * threads (koffi issue 190; seen here too).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import * as os from 'node:os';
@@ -21,21 +21,24 @@ export interface HashResult {
 
 const BATCH_FILES = 16;
 const BATCH_BYTES = 8 << 20;
-/** Batches a helper holds at once: one being hashed, one waiting, so it never idles. */
-const IN_HAND = 2;
+/** Helpers start once this much is queued: a tiny tree is hashed sooner than one starts. */
+const SPAWN_BYTES = 1 << 20;
+/** The first batches up to this size are hashed by the caller in drain(), while helpers work. */
+const LOCAL_BYTES = 16 << 20;
 
 interface Lane {
   worker: ChildProcess;
-  /** the helper has loaded its hasher and said so */
-  ready: boolean;
-  inHand: number;
+  /** bytes sent and not answered yet */
+  bytes: number;
+  files: number;
 }
 
 export class HashPool {
   private readonly lanes: Lane[] = [];
-  /** Batches not yet handed out (paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab). */
-  private readonly queue: HashRequest[] = [];
-  private queueHead = 0;
+  /** Batches kept for drain() (paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab). */
+  private readonly local: HashRequest[] = [];
+  private localBytes = 0;
+  private queuedBytes = 0;
   private batch: string[] = [];
   private batchBytes = 0;
   private batchStart = 0;
@@ -48,24 +51,19 @@ export class HashPool {
 
   /** `threads` 0 hashes everything on the calling thread inside drain(). */
   constructor(
-    threads: number,
+    private readonly threads: number,
     private readonly onDone: (index: number, r: HashResult) => void,
-  ) {
-    if (threads > 0) this.startHelpers(threads);
-  }
+  ) {}
 
-  private startHelpers(threads: number): void {
+  private startHelpers(): void {
     const url = new URL('./hash-worker.js', import.meta.url);
-    for (let t = 0; t < threads; t++) {
-      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), ready: false, inHand: 0 };
-      lane.worker.on('message', (reply: HashReply | 'ready') => {
-        if (reply === 'ready') lane.ready = true;
-        else {
-          reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
-          this.outstanding -= reply.results.length;
-          lane.inHand--;
-        }
-        this.feed(lane);
+    for (let t = 0; t < this.threads; t++) {
+      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0, files: 0 };
+      lane.worker.on('message', (reply: HashReply) => {
+        reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
+        this.outstanding -= reply.results.length;
+        lane.bytes -= reply.bytes;
+        lane.files -= reply.results.length;
         this.wake?.();
       });
       lane.worker.on('error', (e) => {
@@ -73,8 +71,7 @@ export class HashPool {
         this.wake?.();
       });
       lane.worker.on('exit', (code, signal) => {
-        lane.ready = false;
-        if (this.closing || lane.inHand === 0) return;
+        if (this.closing || lane.files === 0) return;
         this.failure ??= new Error(`hash helper exited (${signal ?? `status ${code}`}) with files outstanding`);
         this.wake?.();
       });
@@ -88,39 +85,38 @@ export class HashPool {
     if (this.batch.length === 0) this.batchStart = this.submitted; // batches hold consecutive indexes
     this.batch.push(path.toString('latin1'));
     this.batchBytes += size;
+    this.queuedBytes += size;
+    if (this.threads > 0 && this.lanes.length === 0 && this.queuedBytes > SPAWN_BYTES) this.startHelpers();
     if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.seal();
     return this.submitted++;
   }
 
-  /** The current batch goes into the queue (and to a helper with room). */
+  /** The current batch is kept for drain() while that share lasts, else sent to a helper. */
   private seal(): void {
     if (this.batch.length === 0) return;
-    this.queue.push({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes });
+    const req: HashRequest = { id: this.batchStart, paths: this.batch, bytes: this.batchBytes };
     this.batch = [];
     this.batchBytes = 0;
-    for (const lane of this.lanes) this.feed(lane);
-  }
-
-  private feed(lane: Lane): void {
-    while (lane.ready && lane.inHand < IN_HAND && this.queueHead < this.queue.length) {
-      const req = this.queue[this.queueHead];
-      this.queue[this.queueHead++] = undefined as unknown as HashRequest;
-      lane.inHand++;
-      lane.worker.send(req satisfies HashRequest);
+    if (this.lanes.length === 0 || this.localBytes < LOCAL_BYTES) {
+      this.local.push(req);
+      this.localBytes += req.bytes;
+      return;
     }
-    if (this.queueHead === this.queue.length) this.queue.length = this.queueHead = 0;
+    const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+    lane.bytes += req.bytes;
+    lane.files += req.paths.length;
+    lane.worker.send(req);
   }
 
-  /** Wait for every submitted file, hashing queued batches here meanwhile. */
+  /** Wait for every submitted file, hashing the kept batches here meanwhile. */
   async drain(): Promise<void> {
     this.seal();
     while (this.outstanding > 0) {
       if (this.failure) throw this.failure;
-      if (this.queueHead < this.queue.length) {
-        // the last batch: the helpers take from the front
-        this.hashHere(this.queue.pop()!);
-        if (this.queueHead === this.queue.length) this.queue.length = this.queueHead = 0;
-        await new Promise<void>((resolve) => setImmediate(resolve)); // let helpers' answers in
+      const req = this.local.pop();
+      if (req) {
+        this.hashHere(req);
+        if (this.lanes.length > 0) await new Promise<void>((resolve) => setImmediate(resolve)); // let helpers' answers in
         continue;
       }
       await new Promise<void>((resolve) => (this.wake = resolve));

@@ -1,4 +1,4 @@
-/** Hash helper process: fs-verity digests of files. Says 'ready' once loaded, then answers batches of paths with hex digests. */
+/** Hash helper process: fs-verity digests of files. Receives batches of paths, answers hex digests. */
 import { digestOfFile } from './digest.js';
 
 export interface HashRequest {
@@ -25,4 +25,3 @@ process.on('message', (req: HashRequest) => {
   });
   process.send!({ id: req.id, bytes: req.bytes, results } satisfies HashReply);
 });
-process.send!('ready');

@@ -12,7 +12,7 @@ describe('HashPool', () => {
   it('hashes in helper processes and (in drain) on the calling thread, each result under its own index', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
     try {
-      // batches of 8 MiB or 16 files: some go to the helpers as they come up, the caller takes the rest
+      // batches of 8 MiB or 16 files: the first 16 MiB stay with the caller, the rest go to helpers
       const sizes = [20 << 20, 5000, 20 << 20, 1, 20 << 20, 70_000, 4096, 123_457];
       const files = sizes.map((n, i) => {
         const f = path.join(dir, `f${i}`);
@@ -24,7 +24,7 @@ describe('HashPool', () => {
         const pool = new HashPool(threads, (i, r) => got.set(i, r));
         try {
           files.forEach((f, i) => expect(pool.submit(Buffer.from(f), sizes[i])).toBe(i));
-          // helpers answer full batches before drain() (as while a scan goes on)
+          // helpers answer their batches before drain() (as while a scan goes on)
           for (let t = 0; threads > 0 && got.size === 0 && t < 100; t++) await new Promise((r) => setTimeout(r, 50));
           expect(got.size > 0).toBe(threads > 0);
           await pool.drain();
