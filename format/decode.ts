@@ -111,7 +111,7 @@ interface DirEntries {
   types: number[];
 }
 
-export class Reader {
+class Reader {
   constructor(
     readonly buf: Buffer,
     readonly input: string | undefined,
