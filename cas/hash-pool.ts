@@ -1,9 +1,9 @@
 /**
  * fs-verity digests of many files in helper processes (one per CPU by default) and on the
- * calling thread. The first 16 MiB submitted stay here, to be hashed in `drain()`; helpers start
- * once 1 MiB is queued, and every later batch goes to one at once (to the one with the fewest
- * bytes outstanding), so hashing overlaps the caller's scan, which does not let the event loop
- * run. A small tree is hashed before a helper would be up, and a big one keeps every core busy.
+ * calling thread. The first 16 MiB submitted stay here, to be hashed in `drain()`; after that,
+ * helpers start, and every later batch goes to one at once (to the one with the fewest bytes
+ * outstanding), so hashing overlaps the caller's scan, which does not let the event loop run.
+ * A small tree is hashed before a helper would be up, and a big one keeps every core busy.
  * Processes, not worker threads: the native hasher (koffi) is not safe to load in worker
  * threads (koffi issue 190; seen here too).
  */
@@ -21,8 +21,6 @@ export interface HashResult {
 
 const BATCH_FILES = 16;
 const BATCH_BYTES = 8 << 20;
-/** Helpers start once this much is queued: a tiny tree is hashed sooner than one starts. */
-const SPAWN_BYTES = 1 << 20;
 /** The first batches up to this size are hashed by the caller in drain(), while helpers work. */
 const LOCAL_BYTES = 16 << 20;
 
@@ -38,7 +36,6 @@ export class HashPool {
   /** Batches kept for drain() (paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab). */
   private readonly local: HashRequest[] = [];
   private localBytes = 0;
-  private queuedBytes = 0;
   private batch: string[] = [];
   private batchBytes = 0;
   private batchStart = 0;
@@ -85,8 +82,6 @@ export class HashPool {
     if (this.batch.length === 0) this.batchStart = this.submitted; // batches hold consecutive indexes
     this.batch.push(path.toString('latin1'));
     this.batchBytes += size;
-    this.queuedBytes += size;
-    if (this.threads > 0 && this.lanes.length === 0 && this.queuedBytes > SPAWN_BYTES) this.startHelpers();
     if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.seal();
     return this.submitted++;
   }
@@ -97,11 +92,12 @@ export class HashPool {
     const req: HashRequest = { id: this.batchStart, paths: this.batch, bytes: this.batchBytes };
     this.batch = [];
     this.batchBytes = 0;
-    if (this.lanes.length === 0 || this.localBytes < LOCAL_BYTES) {
+    if (this.threads === 0 || this.localBytes < LOCAL_BYTES) {
       this.local.push(req);
       this.localBytes += req.bytes;
       return;
     }
+    if (this.lanes.length === 0) this.startHelpers();
     const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
     lane.bytes += req.bytes;
     lane.files += req.paths.length;
