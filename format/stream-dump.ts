@@ -107,9 +107,11 @@ function subtreeSizes(dec: Decoder, rootNid: number): Map<number, number> | null
   const own = new Map<number, number>();
   const order: number[] = []; // directories in preorder
   const parent: number[] = [];
-  const stack: [number, number][] = [[rootNid, -1]];
+  // (nid, index of the parent in `order`) pairs, flat: an image can list millions of entries
+  const stack: number[] = [rootNid, -1];
   while (stack.length) {
-    const [nid, up] = stack.pop()!;
+    const up = stack.pop()!;
+    const nid = stack.pop()!;
     if (own.has(nid) || order.length > dec.nidCount) return null;
     const ino = dec.readInode(nid);
     if (typeOf(ino.mode) !== S_IFDIR) return null;
@@ -131,7 +133,7 @@ function subtreeSizes(dec: Decoder, rootNid: number): Map<number, number> | null
           const c1 = nameAt + 1 < end ? buf[nameAt + 1] : 0;
           const c2 = nameAt + 2 < end ? buf[nameAt + 2] : 0;
           if (nameAt < end && buf[nameAt] === 0x2e && (c1 === 0 || (c1 === 0x2e && c2 === 0))) continue;
-          stack.push([buf.readUInt32LE(at + DIRENT.off.nid + 4) * 2 ** 32 + buf.readUInt32LE(at + DIRENT.off.nid), me]);
+          stack.push(buf.readUInt32LE(at + DIRENT.off.nid + 4) * 2 ** 32 + buf.readUInt32LE(at + DIRENT.off.nid), me);
         }
         count++;
       }
