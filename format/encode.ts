@@ -675,6 +675,102 @@ function dirSize(n: ENode): number {
   return n.nBlocks * BLOCK_SIZE + n.tail;
 }
 
+// The encoder's phases, in the order encode() runs them.
+
+/** Rewrite (version >= 0) or only check (-1, packed images) every node, parents before children; add . and .. */
+function rewriteTree(eroot: ENode, version: number, input: string | undefined): void {
+  const queue: ENode[] = [eroot];
+  for (let i = 0; i < queue.length; i++) {
+    const n = queue[i];
+    if (version < 0) checkNode(n, input);
+    else rewriteNode(n, version, input);
+    if (n.entries) {
+      for (const e of n.entries) if (e.owned) queue.push(e.node);
+      insertEntry(n.entries, { name: '.', node: n, owned: false });
+      insertEntry(n.entries, { name: '..', node: n.parent, owned: false });
+    }
+  }
+}
+
+/** Breadth-first numbering over owning names; nlink of directories; min mtime; ACL flag. */
+function numberNodes(eroot: ENode): { nodes: ENode[]; minSec: bigint; minNsec: number; hasAcl: boolean } {
+  const nodes: ENode[] = [eroot];
+  let minSec = eroot.mtimeSec;
+  let minNsec = eroot.mtimeNsec;
+  let hasAcl = false;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i];
+    n.ino = i;
+    if (n.entries) {
+      let nlink = 2;
+      for (const e of n.entries) {
+        if (!e.owned) continue;
+        if (typeOf(e.node) === S_IFDIR) nlink++;
+        nodes.push(e.node);
+      }
+      n.nlink = nlink;
+    }
+    if (n.xattrs.length > 1) sortByKey(n.xattrs);
+    if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
+      minSec = n.mtimeSec;
+      minNsec = n.mtimeNsec;
+    }
+    if (!hasAcl) for (const x of n.xattrs) if (ACL_XATTRS.includes(x.key)) hasAcl = true;
+  }
+  return { nodes, minSec, minNsec, hasAcl };
+}
+
+/** Each inode's shared references (at most 128, in key order) and xattr area size. */
+function layoutXattrs(nodes: ENode[], pairsOf: (PairCount[] | null)[], names: XattrNames): void {
+  for (let ni = 0; ni < nodes.length; ni++) {
+    const n = nodes[ni];
+    if (n.xattrs.length === 0) continue;
+    const pairs = pairsOf[ni];
+    let nShared = 0;
+    let inlineSize = 0;
+    for (let i = 0; i < n.xattrs.length; i++) {
+      if (pairs !== null && pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
+      else inlineSize += names.entrySize(n.xattrs[i]);
+    }
+    n.pairs = pairs;
+    n.nShared = nShared;
+    n.xattrSize = roundUp(XATTR_IBODY_HEADER.SIZE + nShared * 4 + inlineSize, 4);
+  }
+}
+
+/** Inode placement: format, nid and data layout of each inode; where the inodes end. */
+function placeInodes(nodes: ENode[], minSec: bigint, minNsec: number): { inodesEnd: number; nDataBlocks: number } {
+  let pos = SUPERBLOCK_OFFSET + SUPERBLOCK.SIZE;
+  let nDataBlocks = 0;
+  for (const n of nodes) {
+    dataLayout(n);
+    const size = typeOf(n) === S_IFDIR ? dirSize(n) : n.size;
+    n.compact =
+      n.mtimeSec === minSec &&
+      n.mtimeNsec === minNsec &&
+      n.nlink <= 0xffff &&
+      n.uid <= 0xffff &&
+      n.gid <= 0xffff &&
+      size <= 0xffffffff;
+    const isize = n.compact ? INODE_COMPACT.SIZE : INODE_EXTENDED.SIZE;
+    pos = roundUp(pos, SLOT_SIZE);
+    pos += tailPadding(n, pos, isize);
+    n.nid = pos / SLOT_SIZE;
+    nDataBlocks += n.nBlocks;
+    pos += isize + n.xattrSize + n.tail;
+  }
+  return { inodesEnd: roundUp(pos, SLOT_SIZE), nDataBlocks };
+}
+
+function writeInodes(img: Buffer, nodes: ENode[], ctx: WriteContext): void {
+  for (const n of nodes) writeInode(img, n, ctx);
+}
+
+/** Directory and symlink blocks (and, unless packed, the first block of big inline files). */
+function writeAllData(img: Buffer, nodes: ENode[], packed: boolean): void {
+  for (const n of nodes) if (!(packed && typeOf(n) === S_IFREG)) writeData(img, n);
+}
+
 /** Encode a tree into a composefs image. */
 export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
   return encode(root, opts, null).img;
@@ -707,86 +803,16 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
   const eroot = copyTree(root, input, opts.consume === true && !pack);
   opts.afterCopy?.();
-  const queue: ENode[] = [eroot];
-  for (let i = 0; i < queue.length; i++) {
-    const n = queue[i];
-    if (pack) checkNode(n, input);
-    else rewriteNode(n, version, input);
-    if (n.entries) {
-      for (const e of n.entries) if (e.owned) queue.push(e.node);
-      insertEntry(n.entries, { name: '.', node: n, owned: false });
-      insertEntry(n.entries, { name: '..', node: n.parent, owned: false });
-    }
-  }
+  rewriteTree(eroot, pack ? -1 : version, input);
   if (!pack) {
     set(eroot, XATTR_OPAQUE, Y, input);
     addRootWhiteouts(eroot);
   }
-
-  // Breadth-first numbering over owning names; nlink of directories; min mtime; ACL flag.
-  const nodes: ENode[] = [eroot];
-  let minSec = eroot.mtimeSec;
-  let minNsec = eroot.mtimeNsec;
-  let hasAcl = false;
-  for (let i = 0; i < nodes.length; i++) {
-    const n = nodes[i];
-    n.ino = i;
-    if (n.entries) {
-      let nlink = 2;
-      for (const e of n.entries) {
-        if (!e.owned) continue;
-        if (typeOf(e.node) === S_IFDIR) nlink++;
-        nodes.push(e.node);
-      }
-      n.nlink = nlink;
-    }
-    if (n.xattrs.length > 1) sortByKey(n.xattrs);
-    if (n.mtimeSec < minSec || (n.mtimeSec === minSec && n.mtimeNsec < minNsec)) {
-      minSec = n.mtimeSec;
-      minNsec = n.mtimeNsec;
-    }
-    if (!hasAcl) for (const x of n.xattrs) if (ACL_XATTRS.includes(x.key)) hasAcl = true;
-  }
-
-  // Shared xattrs, then each inode's references (at most 128, in key order).
+  const { nodes, minSec, minNsec, hasAcl } = numberNodes(eroot);
   const names = new XattrNames();
   const shared = computeShared(nodes, names);
-  for (let ni = 0; ni < nodes.length; ni++) {
-    const n = nodes[ni];
-    if (n.xattrs.length === 0) continue;
-    const pairs = shared.pairs[ni];
-    let nShared = 0;
-    let inlineSize = 0;
-    for (let i = 0; i < n.xattrs.length; i++) {
-      if (pairs !== null && pairs[i].offset >= 0 && nShared < MAX_SHARED_XATTRS_PER_INODE) nShared++;
-      else inlineSize += names.entrySize(n.xattrs[i]);
-    }
-    n.pairs = pairs;
-    n.nShared = nShared;
-    n.xattrSize = roundUp(XATTR_IBODY_HEADER.SIZE + nShared * 4 + inlineSize, 4);
-  }
-
-  // Inode placement.
-  let pos = SUPERBLOCK_OFFSET + SUPERBLOCK.SIZE;
-  let nDataBlocks = 0;
-  for (const n of nodes) {
-    dataLayout(n);
-    const size = typeOf(n) === S_IFDIR ? dirSize(n) : n.size;
-    n.compact =
-      n.mtimeSec === minSec &&
-      n.mtimeNsec === minNsec &&
-      n.nlink <= 0xffff &&
-      n.uid <= 0xffff &&
-      n.gid <= 0xffff &&
-      size <= 0xffffffff;
-    const isize = n.compact ? INODE_COMPACT.SIZE : INODE_EXTENDED.SIZE;
-    pos = roundUp(pos, SLOT_SIZE);
-    pos += tailPadding(n, pos, isize);
-    n.nid = pos / SLOT_SIZE;
-    nDataBlocks += n.nBlocks;
-    pos += isize + n.xattrSize + n.tail;
-  }
-  const inodesEnd = roundUp(pos, SLOT_SIZE);
+  layoutXattrs(nodes, shared.pairs, names);
+  const { inodesEnd, nDataBlocks } = placeInodes(nodes, minSec, minNsec);
   const dataStart = roundUp(inodesEnd + shared.size, BLOCK_SIZE);
   if (eroot.nid > 0xffff) fail(ErrorCode.TooLarge, 'root inode does not fit a 16-bit nid', input);
   let nextBlock = dataStart / BLOCK_SIZE;
@@ -836,10 +862,10 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
   const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null };
-  for (const n of nodes) writeInode(img, n, ctx);
+  writeInodes(img, nodes, ctx);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x, names);
-  for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
+  writeAllData(img, nodes, pack !== null);
   return { img, packed };
 }
 
