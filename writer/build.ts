@@ -35,7 +35,10 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   // Hash in helper processes while the tree is still being scanned.
   const failed: string[] = [];
   let digestError: unknown = null;
-  const digested = (f: ExternalFile): void => {
+  /** A file's digest is known (hashed or cached): its payload, then onDigest. */
+  const setDigest = (f: ExternalFile, digest: string): void => {
+    f.inode.digest = digest;
+    f.inode.payload = objectRelPath(digest);
     if (!opts.onDigest || digestError) return;
     try {
       opts.onDigest(f);
@@ -56,10 +59,8 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
           return;
         }
         if (r.size !== f.inode.size) failed.push(`${f.path.toString('latin1')}: changed while reading (${f.inode.size} → ${r.size} bytes)`);
-        f.inode.digest = r.digest;
-        f.inode.payload = objectRelPath(r.digest);
         opts.cache?.note(f, r.digest);
-        digested(f);
+        setDigest(f, r.digest);
         done++;
         bytes += r.size ?? 0;
         if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
@@ -81,9 +82,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         hash(file, index);
         continue;
       }
-      file.inode.digest = cached;
-      file.inode.payload = objectRelPath(cached);
-      digested(file);
+      setDigest(file, cached);
     }
   };
   try {
