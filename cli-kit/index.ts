@@ -195,8 +195,7 @@ export class Progress {
     if (!this.on) return;
     const now = Date.now();
     if (now - this.last < 200) return;
-    this.last = now;
-    process.stderr.write(`\r\x1b[K${text()}`);
+    this.show(text());
   }
   /** A new phase: shown at once (not throttled). */
   show(text: string): void {
