@@ -675,7 +675,7 @@ function dirSize(n: ENode): number {
   return n.nBlocks * BLOCK_SIZE + n.tail;
 }
 
-// The encoder's phases, in the order encode() runs them.
+// The encoder's phases before writing, in the order encode() runs them.
 
 /** Rewrite (version >= 0) or only check (-1, packed images) every node, parents before children; add . and .. */
 function rewriteTree(eroot: ENode, version: number, input: string | undefined): void {
@@ -760,15 +760,6 @@ function placeInodes(nodes: ENode[], minSec: bigint, minNsec: number): { inodesE
     pos += isize + n.xattrSize + n.tail;
   }
   return { inodesEnd: roundUp(pos, SLOT_SIZE), nDataBlocks };
-}
-
-function writeInodes(img: Buffer, nodes: ENode[], ctx: WriteContext): void {
-  for (const n of nodes) writeInode(img, n, ctx);
-}
-
-/** Directory and symlink blocks (and, unless packed, the first block of big inline files). */
-function writeAllData(img: Buffer, nodes: ENode[], packed: boolean): void {
-  for (const n of nodes) if (!(packed && typeOf(n) === S_IFREG)) writeData(img, n);
 }
 
 /** Encode a tree into a composefs image. */
@@ -862,10 +853,10 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
   const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null };
-  writeInodes(img, nodes, ctx);
+  for (const n of nodes) writeInode(img, n, ctx);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x, names);
-  writeAllData(img, nodes, pack !== null);
+  for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
   return { img, packed };
 }
 
