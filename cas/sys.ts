@@ -181,16 +181,21 @@ export function lstatx(pathZ: Buffer): LstatResult {
     throw sysError('lstat', errno(), pathZ.subarray(0, pathZ.length - 1));
   }
   const b = statxBuf;
+  // high words are almost always 0: keep such values small integers (a double here would make
+  // V8 store every size and time of the tree as a boxed number)
+  const sizeHi = b.readUInt32LE(44);
+  const mtimeHi = b.readInt32LE(116);
+  const ctimeHi = b.readInt32LE(100);
   return {
     mode: b.readUInt16LE(28),
     nlink: b.readUInt32LE(16),
     uid: b.readUInt32LE(20),
     gid: b.readUInt32LE(24),
     rdev: makedev32(b.readUInt32LE(128), b.readUInt32LE(132)),
-    size: b.readUInt32LE(40) + b.readUInt32LE(44) * 2 ** 32,
-    mtimeSec: b.readUInt32LE(112) + b.readInt32LE(116) * 2 ** 32,
+    size: sizeHi === 0 ? b.readUInt32LE(40) : b.readUInt32LE(40) + sizeHi * 2 ** 32,
+    mtimeSec: mtimeHi === 0 ? b.readUInt32LE(112) : b.readUInt32LE(112) + mtimeHi * 2 ** 32,
     mtimeNsec: b.readUInt32LE(120),
-    ctimeSec: b.readUInt32LE(96) + b.readInt32LE(100) * 2 ** 32,
+    ctimeSec: ctimeHi === 0 ? b.readUInt32LE(96) : b.readUInt32LE(96) + ctimeHi * 2 ** 32,
     ctimeNsec: b.readUInt32LE(104),
     dev: makedev(b.readUInt32LE(136), b.readUInt32LE(140)),
     ino: b.readBigUInt64LE(32),

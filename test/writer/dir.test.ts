@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeImage, dumpToString } from '../../format/index.js';
+import { setTimes } from '../../cas/sys.js';
 import { runBin } from '../cli/run.js';
 import { VECTORS } from '../support/vectors.js';
 
@@ -130,6 +131,39 @@ describe('cfs-writer digest cache (a cfs-cas store remembers digests of unchange
     expect(regained.msg).toMatch(/objects: 1 new/);
     expect(fs.existsSync(path.join(store, 'objects', objects[0]))).toBe(true);
     expect(snap('--no-cache').msg).not.toMatch(/digest cache/);
+  });
+});
+
+describe('cfs-writer DIR: values past 32 bits', () => {
+  it('keeps sizes over 4 GiB and times before 1970 and after 2106 exact', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-big-'));
+    try {
+      const big = path.join(tmp, 'big');
+      fs.writeFileSync(big, '');
+      fs.truncateSync(big, 5 * 2 ** 30 + 3); // sparse: nothing to hash with --relative
+      setTimes(Buffer.from(big), 2n ** 33n, 500_000_000);
+      const old = path.join(tmp, 'old');
+      fs.writeFileSync(old, 'o'.repeat(100));
+      setTimes(Buffer.from(old), -1_000_000_000n, 7);
+      const after = (n: string): fs.BigIntStats => fs.lstatSync(path.join(tmp, n), { bigint: true });
+      const r = runBin('cfs-writer', ['--relative', tmp]);
+      expect(r.code, r.stderr).toBe(0);
+      const byName = new Map(decodeImage(r.stdout).root.children!.map((d) => [d.name, d.inode]));
+      for (const name of ['big', 'old']) {
+        const st = after(name);
+        const inode = byName.get(name)!;
+        expect(inode.size, name).toBe(Number(st.size));
+        expect(inode.mtimeSec * 1_000_000_000n + BigInt(inode.mtimeNsec), name).toBe(st.mtimeNs);
+        expect(inode.payload, name).toBe(name);
+      }
+      expect(byName.get('big')!.size).toBe(5 * 2 ** 30 + 3);
+      expect(byName.get('big')!.mtimeSec).toBe(2n ** 33n);
+      expect(byName.get('big')!.mtimeNsec).toBe(500_000_000);
+      expect(byName.get('old')!.mtimeSec).toBe(-1_000_000_000n);
+      expect(byName.get('old')!.mtimeNsec).toBe(7);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
 
