@@ -8,7 +8,7 @@
  */
 import koffi from 'koffi';
 import { BLOCK_SIZE } from '../format/layout.js';
-import { FsVerityHasher, cryptoBlockHasher, fsverityDigest, type BlockHasher } from '../format/fsverity.js';
+import { FsVerityHasher, cryptoBlockHasher, fsverityDigest, sha256, type BlockHasher, type HashFn } from '../format/fsverity.js';
 
 const HASH_SIZE = 32;
 
@@ -37,7 +37,8 @@ function loadSha256(): Sha256Fns | null {
 
 const address = (b: Uint8Array): number => Number(koffi.address(b));
 
-function makeNative(): BlockHasher | null {
+/** Native block and byte hashers, or null when OpenSSL cannot be loaded or disagrees with node:crypto. */
+function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
   if (process.env.CFS_NO_NATIVE_SHA256) return null;
   const sha = loadSha256();
   if (!sha) return null;
@@ -45,7 +46,7 @@ function makeNative(): BlockHasher | null {
   // there (ctxBuf by this closure, src and dst by the caller), so none can be freed meanwhile.
   const ctxBuf = Buffer.alloc(256);
   const { init, update, final } = sha;
-  const native: BlockHasher = (src, off, count, dst, dstOff) => {
+  const blocks: BlockHasher = (src, off, count, dst, dstOff) => {
     if (count <= 0) return;
     if (off < 0 || dstOff < 0 || off + count * BLOCK_SIZE > src.length || dstOff + count * HASH_SIZE > dst.length) {
       throw new RangeError('block hash out of bounds');
@@ -59,17 +60,28 @@ function makeNative(): BlockHasher | null {
       final(d + i * HASH_SIZE, ctx);
     }
   };
+  const bytes: HashFn = (data) => {
+    const out = Buffer.allocUnsafe(HASH_SIZE);
+    const ctx = address(ctxBuf);
+    init(ctx);
+    update(ctx, address(data), data.length);
+    final(address(out), ctx);
+    return out;
+  };
   // self-test against node:crypto
   const probe = Buffer.alloc(3 * BLOCK_SIZE + 1);
   for (let i = 0; i < probe.length; i++) probe[i] = (i * 7 + (i >> 12)) & 0xff;
-  return fsverityDigest(probe, native).equals(fsverityDigest(probe, cryptoBlockHasher)) ? native : null;
+  const ok = new FsVerityHasher(blocks, bytes).update(probe).digest().equals(fsverityDigest(probe, cryptoBlockHasher)) && bytes(probe).equals(sha256(probe));
+  return ok ? { blocks, bytes } : null;
 }
 
-/** The fastest BlockHasher here. */
-export const blockHasher: BlockHasher = makeNative() ?? cryptoBlockHasher;
+const native = makeNative();
 
-/** An FsVerityHasher on the fastest block hasher. */
-export const newVerityHasher = (): FsVerityHasher => new FsVerityHasher(blockHasher);
+/** The fastest BlockHasher here. */
+export const blockHasher: BlockHasher = native?.blocks ?? cryptoBlockHasher;
+
+/** An FsVerityHasher on the fastest hashers. */
+export const newVerityHasher = (): FsVerityHasher => new FsVerityHasher(blockHasher, native?.bytes);
 
 /** fs-verity digest of a buffer, on the fastest block hasher. */
 export const verityDigest = (data: Uint8Array): Buffer => fsverityDigest(data, blockHasher);

@@ -8,7 +8,7 @@ import { BLOCK_SIZE } from './layout.js';
 
 const HASH_SIZE = 32;
 
-type HashFn = (data: Uint8Array) => Buffer;
+export type HashFn = (data: Uint8Array) => Buffer;
 const cryptoHash = (crypto as unknown as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
 export const sha256: HashFn = cryptoHash
   ? (data) => cryptoHash('sha256', data, 'buffer')
@@ -45,7 +45,14 @@ export class FsVerityHasher {
   /** levels[i] = hashes of level i accumulated into a block buffer */
   private readonly levels: Level[] = [];
 
-  constructor(private readonly hashBlocks: BlockHasher = cryptoBlockHasher) {}
+  /** The fs-verity descriptor whose hash is the digest (reused: only size and root change). */
+  private readonly desc = newDescriptor();
+
+  constructor(
+    private readonly hashBlocks: BlockHasher = cryptoBlockHasher,
+    /** SHA-256 of a short buffer (the descriptor). */
+    private readonly hashBytes: HashFn = sha256,
+  ) {}
 
   /** Start over for new data, keeping the buffers. */
   reset(): this {
@@ -113,16 +120,18 @@ export class FsVerityHasher {
       this.addBlock(0, this.pending, 0);
       this.pendingLen = 0;
     }
-    let root: Buffer;
+    const desc = this.desc;
+    desc.writeUInt32LE(this.size >>> 0, 8);
+    desc.writeUInt32LE(Math.floor(this.size / 2 ** 32), 12);
     if (this.size === 0) {
-      root = Buffer.alloc(HASH_SIZE);
+      desc.fill(0, 16, 16 + HASH_SIZE);
     } else {
       // Close partial blocks bottom-up until one level holds a single hash: the root hash.
       let level = 0;
       for (;;) {
         const l = this.levels[level];
         if (l.count === 1 && !this.levels[level + 1]?.count) {
-          root = Buffer.from(l.buf.subarray(0, HASH_SIZE));
+          l.buf.copy(desc, 16, 0, HASH_SIZE);
           break;
         }
         if (l.len > 0) {
@@ -133,19 +142,18 @@ export class FsVerityHasher {
         level++;
       }
     }
-    return finalDigest(this.size, root);
+    return this.hashBytes(desc);
   }
 }
 
-function finalDigest(size: number, root: Buffer): Buffer {
+/** struct fsverity_descriptor for SHA-256, 4 KiB blocks, no salt; size and root hash to fill in. */
+function newDescriptor(): Buffer {
   const desc = Buffer.alloc(256);
   desc[0] = 1; // version
   desc[1] = 1; // hash algorithm: sha256
   desc[2] = 12; // log2 block size
   desc[3] = 0; // salt size
-  desc.writeBigUInt64LE(BigInt(size), 8);
-  root.copy(desc, 16);
-  return sha256(desc);
+  return desc;
 }
 
 export function fsverityDigest(data: Uint8Array, hashBlocks?: BlockHasher): Buffer {
