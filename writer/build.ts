@@ -3,7 +3,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
 import { objectRelPath } from '../cas/store.js';
-import { type ExternalFile, type ScanOptions, scanDirectory } from './from-dir.js';
+import { type ExternalFile, type ScanOptions, scanDirectoryAsync } from './from-dir.js';
 import type { DigestCache } from './digest-cache.js';
 import { HashPool, defaultThreads } from '../cas/hash-pool.js';
 
@@ -48,12 +48,11 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   };
   let done = 0;
   let bytes = 0;
-  let external: ExternalFile[] = [];
-  const hashed: number[] = []; // pool submission index → index in `external`
+  let hashed: ExternalFile[] = []; // by pool submission index
   const pool = opts.relative
     ? null
     : new HashPool(opts.threads ?? defaultThreads(), (i, r) => {
-        const f = external[hashed[i]];
+        const f = hashed[i];
         if (r.digest === undefined) {
           failed.push(`${f.path.toString('latin1')}: ${r.code ?? ''} ${r.error}`);
           return;
@@ -65,42 +64,42 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
         bytes += r.size ?? 0;
         if (opts.onHashProgress && done % 256 === 0) opts.onHashProgress(done, bytes);
       });
-  const hash = (file: ExternalFile, index: number): void => {
-    hashed.push(index);
+  const hash = (file: ExternalFile): void => {
+    hashed.push(file);
     pool!.submit(file.path, file.inode.size);
   };
-  let lookups: [ExternalFile, number][] = [];
+  let lookups: ExternalFile[] = [];
   const lookUp = (): void => {
     if (lookups.length === 0) return;
     const batch = lookups;
     lookups = [];
-    const digests = opts.cache!.lookupMany(batch.map((l) => l[0]));
+    const digests = opts.cache!.lookupMany(batch);
     for (let i = 0; i < batch.length; i++) {
-      const [file, index] = batch[i];
+      const file = batch[i];
       const cached = digests[i];
       if (cached === undefined) {
-        hash(file, index);
+        hash(file);
         continue;
       }
       setDigest(file, cached);
     }
   };
   try {
-    const scan = scanDirectory(dir, {
+    // the scan pauses every few ms, so helpers get their batches as they are made
+    const scan = await scanDirectoryAsync(dir, {
       ...opts,
-      onExternal: (file, index) => {
+      onExternal: (file) => {
         if (!pool) {
           file.inode.payload = file.rel;
           return;
         }
-        if (!opts.cache) return hash(file, index);
+        if (!opts.cache) return hash(file);
         // digest-cache lookups go in batches (a query costs more than the rows it reads)
-        lookups.push([file, index]);
+        lookups.push(file);
         if (lookups.length >= LOOKUP_BATCH) lookUp();
       },
     });
     lookUp();
-    external = scan.external;
     await pool?.drain();
     await pool?.close(); // the workers' memory is better spent on encoding
     if (digestError) throw digestError;
@@ -108,8 +107,8 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
       throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
     }
     if (opts.onStore) await opts.onStore(scan.external);
-    const files = external.length;
-    external = scan.external = []; // paths and stats are not needed to encode
+    const files = scan.external.length;
+    hashed = scan.external = []; // paths and stats are not needed to encode
     // on small trees a full collection costs more than the memory it saves
     const gc = scan.entries >= BIG_TREE ? fullGc : undefined;
     gc?.();

@@ -70,20 +70,77 @@ function describeErrno(e: NodeJS.ErrnoException): string {
   return `${e.code ?? 'error'}: ${e.message.replace(/^\w+: /, '').replace(/, \w+ '.*'$/, '')}`;
 }
 
-/** Scan `dir` (bytes or string path). Throws CfsError naming the failing path. */
-export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): ScanResult {
-  const top = typeof dir === 'string' ? Buffer.from(dir) : dir;
-  const res: ScanResult = { root: null as unknown as Inode, external: [], entries: 0, skipped: 0, externalBytes: 0 };
-  const byDevIno = new Map<string, Inode>();
-  let rootDev = -1n;
+/** One directory being read: its sorted names, the next one to load, the entries so far. */
+interface Frame {
+  dir: Inode;
+  path: string;
+  rel: string;
+  names: string[];
+  next: number;
+  children: Dirent[];
+}
 
-  const fail = (path: Buffer, what: string, e: unknown): never => {
+/**
+ * A depth-first scan that can stop between entries: `run(deadline)` loads entries until the
+ * tree is done (true) or `performance.now()` passes the deadline (false), so an async caller
+ * can let its event loop run (helpers' messages in and out) without changing the result.
+ */
+class Scanner {
+  readonly res: ScanResult = { root: null as unknown as Inode, external: [], entries: 0, skipped: 0, externalBytes: 0 };
+  private readonly byDevIno = new Map<string, Inode>();
+  /** with hardlinks: inodes that already have their owning name */
+  private readonly owned = new Set<Inode>();
+  private readonly stack: Frame[] = [];
+  private rootDev = -1n;
+  private readonly filter: ((name: string) => boolean) | undefined;
+
+  constructor(
+    private readonly top: Buffer,
+    private readonly opts: ScanOptions,
+  ) {
+    this.filter = opts.userXattrs ? (name: string): boolean => name.startsWith('user.') : undefined;
+  }
+
+  private fail(path: Buffer | string, what: string, e: unknown): never {
     const msg = e instanceof Error && (e as NodeJS.ErrnoException).code ? describeErrno(e as NodeJS.ErrnoException) : String((e as Error)?.message ?? e);
-    throw new CfsError(ErrorCode.Io, `${what}: ${msg}`, { input: path.toString('latin1') });
-  };
+    throw new CfsError(ErrorCode.Io, `${what}: ${msg}`, { input: typeof path === 'string' ? path : path.toString('latin1') });
+  }
+
+  run(deadline = Infinity): boolean {
+    const { opts, stack } = this;
+    if (this.res.root === null) {
+      const root = this.load(cPath(this.top), '');
+      if (!root || (root.mode & S_IFMT) !== S_IFDIR) throw new CfsError(ErrorCode.Usage, 'not a directory', { input: this.top.toString('latin1') });
+      this.res.root = root;
+    }
+    let n = 0;
+    while (stack.length > 0) {
+      const f = stack[stack.length - 1];
+      if (f.next === f.names.length) {
+        f.dir.children = f.children;
+        stack.pop();
+        continue;
+      }
+      if ((++n & 63) === 0 && performance.now() > deadline) return false;
+      const name = f.names[f.next++];
+      if (name.length > MAX_NAME_LEN) this.fail(f.path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
+      // a directory child pushes its own frame; its entries are loaded before the next sibling
+      const child = this.load(Buffer.from(`${f.path}/${name}\0`, 'latin1'), f.rel === '' ? name : `${f.rel}/${name}`);
+      if (!child) continue;
+      // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
+      let link = false;
+      if (opts.hardlinks && (child.mode & S_IFMT) !== S_IFDIR) {
+        link = this.owned.has(child);
+        this.owned.add(child);
+      }
+      f.children.push({ name, inode: child, link });
+    }
+    return true;
+  }
 
   /** Load one entry (`pathZ`: its path and a NUL); null when it is skipped. */
-  const load = (pathZ: Buffer, rel: string): Inode | null => {
+  private load(pathZ: Buffer, rel: string): Inode | null {
+    const { opts, res } = this;
     const path = pathZ.subarray(0, pathZ.length - 1);
     let st: LstatResult;
     try {
@@ -93,14 +150,13 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
         res.skipped++;
         return null;
       }
-      return fail(path, 'cannot stat', e);
+      return this.fail(path, 'cannot stat', e);
     }
     const mode = st.mode;
     const type = mode & S_IFMT;
     if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) return null;
     if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) {
-      const key = `${st.dev}:${st.ino}`;
-      const seen = byDevIno.get(key);
+      const seen = this.byDevIno.get(`${st.dev}:${st.ino}`);
       if (seen) {
         seen.nlink++;
         res.entries++;
@@ -129,17 +185,16 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
       }
       if (!opts.skipXattrs) {
         let budget = 0;
-        const filter = opts.userXattrs ? (name: string): boolean => name.startsWith('user.') : undefined;
-        for (const [key, value] of readXattrsZ(pathZ, filter)) budget = setXattr(inode.xattrs, key, value, budget);
+        for (const [key, value] of readXattrsZ(pathZ, this.filter)) budget = setXattr(inode.xattrs, key, value, budget);
       }
     } catch (e) {
       if (opts.ignoreErrors && rel !== '') {
         res.skipped++;
         return null;
       }
-      return fail(path, 'cannot read', e);
+      return this.fail(path, 'cannot read', e);
     }
-    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) byDevIno.set(`${st.dev}:${st.ino}`, inode);
+    if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) this.byDevIno.set(`${st.dev}:${st.ino}`, inode);
     if (type === S_IFREG && inode.size > INLINE_MAX) {
       const stat = { dev: st.dev, ino: st.ino, mtimeNs: BigInt(st.mtimeSec) * NSEC + BigInt(st.mtimeNsec), ctimeNs: BigInt(st.ctimeSec) * NSEC + BigInt(st.ctimeNsec) };
       const file = { inode, path, rel, stat };
@@ -150,48 +205,43 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
     res.entries++;
     if (opts.onProgress && res.entries % 512 === 0) opts.onProgress(res.entries);
     if (type === S_IFDIR) {
-      if (rel === '') rootDev = st.dev;
-      else if (st.dev !== rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
-      readChildren(inode, path, rel);
+      if (rel === '') this.rootDev = st.dev;
+      else if (st.dev !== this.rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
+      this.openDir(inode, path, rel);
     }
     return inode;
-  };
+  }
 
-  const readChildren = (dir: Inode, path: Buffer, rel: string): void => {
+  /** Read a directory's names; its entries are loaded from the stack. */
+  private openDir(dir: Inode, path: Buffer, rel: string): void {
     let names: string[];
     try {
       names = fs.readdirSync(path, { encoding: 'latin1' });
     } catch (e) {
-      if (opts.ignoreErrors && rel !== '') {
-        res.skipped++;
+      if (this.opts.ignoreErrors && rel !== '') {
+        this.res.skipped++;
         return;
       }
-      return fail(path, 'cannot read directory', e);
+      return this.fail(path, 'cannot read directory', e);
     }
-    const sorted = names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const dirPath = path.toString('latin1');
-    const children: Dirent[] = [];
-    for (const name of sorted) {
-      if (name.length > MAX_NAME_LEN) fail(path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
-      const child = load(Buffer.from(`${dirPath}/${name}\0`, 'latin1'), rel === '' ? name : `${rel}/${name}`);
-      if (!child) continue;
-      // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
-      let link = false;
-      if (opts.hardlinks && (child.mode & S_IFMT) !== S_IFDIR) {
-        link = owned.has(child);
-        owned.add(child);
-      }
-      children.push({ name, inode: child, link });
-    }
-    dir.children = children;
-  };
-
-  const owned = new Set<Inode>();
-
-  const root = load(cPath(top), '');
-  if (!root || (root.mode & S_IFMT) !== S_IFDIR) {
-    throw new CfsError(ErrorCode.Usage, 'not a directory', { input: top.toString('latin1') });
+    names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.stack.push({ dir, path: path.toString('latin1'), rel, names, next: 0, children: [] });
   }
-  res.root = root;
-  return res;
+}
+
+/** Scan `dir` (bytes or string path). Throws CfsError naming the failing path. */
+export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): ScanResult {
+  const s = new Scanner(typeof dir === 'string' ? Buffer.from(dir) : dir, opts);
+  s.run();
+  return s.res;
+}
+
+/**
+ * scanDirectory, letting the event loop run every `sliceMs` (so helper processes keep getting
+ * the work that onExternal hands them: a pipe holds only 64 KiB of it).
+ */
+export async function scanDirectoryAsync(dir: string | Buffer, opts: ScanOptions = {}, sliceMs = 5): Promise<ScanResult> {
+  const s = new Scanner(typeof dir === 'string' ? Buffer.from(dir) : dir, opts);
+  while (!s.run(performance.now() + sliceMs)) await new Promise<void>((resolve) => setImmediate(resolve));
+  return s.res;
 }
