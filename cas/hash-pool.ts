@@ -1,9 +1,10 @@
 /**
- * fs-verity digests of many files in helper processes (one per CPU by default) and on the
- * calling thread. The first 16 MiB submitted stay here, to be hashed in `drain()`; after that,
- * helpers start, and every later batch goes to one at once (to the one with the fewest bytes
- * outstanding), so hashing overlaps the caller's scan, which does not let the event loop run.
- * A small tree is hashed before a helper would be up, and a big one keeps every core busy.
+ * fs-verity digests of many files, by `workers` hashers: the caller (in `drain()`) and
+ * `workers - 1` helper processes. Submitted files are batched into a queue; each helper is kept
+ * a few batches ahead (more are sent as it answers), and the caller takes batches from the same
+ * queue once it drains. A caller that scans while it submits (cfs-writer) must let its event loop
+ * run every few milliseconds so the helpers' answers come in and they get more work.
+ * The first 16 MiB never wait for a helper to start: a small tree is hashed before one would be up.
  * Processes, not worker threads: the native hasher (koffi) is not safe to load in worker
  * threads (koffi issue 190; seen here too).
  */
@@ -21,21 +22,25 @@ export interface HashResult {
 
 const BATCH_FILES = 16;
 const BATCH_BYTES = 8 << 20;
-/** The first batches up to this size are hashed by the caller in drain(), while helpers work. */
+/** Helpers start once this much is queued; less is hashed by the caller alone. */
 const LOCAL_BYTES = 16 << 20;
+/** Work sent ahead to one helper: enough to keep it busy between two turns of the caller's event loop. */
+const AHEAD_BYTES = 32 << 20;
+const AHEAD_BATCHES = 64;
 
 interface Lane {
   worker: ChildProcess;
-  /** bytes sent and not answered yet */
+  /** bytes and batches sent and not answered yet */
   bytes: number;
-  files: number;
+  batches: number;
 }
 
 export class HashPool {
   private readonly lanes: Lane[] = [];
-  /** Batches kept for drain() (paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab). */
-  private readonly local: HashRequest[] = [];
-  private localBytes = 0;
+  /** Sealed batches no one has taken yet (paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab). */
+  private readonly queue: HashRequest[] = [];
+  private queueHead = 0;
+  private queuedBytes = 0;
   private batch: string[] = [];
   private batchBytes = 0;
   private batchStart = 0;
@@ -46,21 +51,22 @@ export class HashPool {
   private wake: (() => void) | null = null;
   private closing = false;
 
-  /** `threads` 0 hashes everything on the calling thread inside drain(). */
+  /** `workers` hashers in all, the caller included: 0 or 1 hashes everything in drain(). */
   constructor(
-    private readonly threads: number,
+    private readonly workers: number,
     private readonly onDone: (index: number, r: HashResult) => void,
   ) {}
 
   private startHelpers(): void {
     const url = new URL('./hash-worker.js', import.meta.url);
-    for (let t = 0; t < this.threads; t++) {
-      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0, files: 0 };
+    for (let t = 1; t < this.workers; t++) {
+      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0, batches: 0 };
       lane.worker.on('message', (reply: HashReply) => {
         reply.results.forEach((r, k) => this.onDone(reply.id + k, r));
         this.outstanding -= reply.results.length;
         lane.bytes -= reply.bytes;
-        lane.files -= reply.results.length;
+        lane.batches--;
+        this.feed();
         this.wake?.();
       });
       lane.worker.on('error', (e) => {
@@ -68,7 +74,7 @@ export class HashPool {
         this.wake?.();
       });
       lane.worker.on('exit', (code, signal) => {
-        if (this.closing || lane.files === 0) return;
+        if (this.closing || lane.batches === 0) return;
         this.failure ??= new Error(`hash helper exited (${signal ?? `status ${code}`}) with files outstanding`);
         this.wake?.();
       });
@@ -86,33 +92,44 @@ export class HashPool {
     return this.submitted++;
   }
 
-  /** The current batch is kept for drain() while that share lasts, else sent to a helper. */
   private seal(): void {
     if (this.batch.length === 0) return;
-    const req: HashRequest = { id: this.batchStart, paths: this.batch, bytes: this.batchBytes };
+    this.queue.push({ id: this.batchStart, paths: this.batch, bytes: this.batchBytes });
+    this.queuedBytes += this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
-    if (this.threads === 0 || this.localBytes < LOCAL_BYTES) {
-      this.local.push(req);
-      this.localBytes += req.bytes;
-      return;
-    }
-    if (this.lanes.length === 0) this.startHelpers();
-    const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-    lane.bytes += req.bytes;
-    lane.files += req.paths.length;
-    lane.worker.send(req);
+    if (this.lanes.length === 0 && this.workers > 1 && this.queuedBytes > LOCAL_BYTES) this.startHelpers();
+    this.feed();
   }
 
-  /** Wait for every submitted file, hashing the kept batches here meanwhile. */
+  /** Send queued batches to helpers that are not far enough ahead, least loaded first. */
+  private feed(): void {
+    while (this.queueHead < this.queue.length && this.lanes.length > 0) {
+      const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+      if (lane.bytes >= AHEAD_BYTES || lane.batches >= AHEAD_BATCHES) return;
+      const req = this.take();
+      lane.bytes += req.bytes;
+      lane.batches++;
+      lane.worker.send(req);
+    }
+  }
+
+  private take(): HashRequest {
+    const req = this.queue[this.queueHead];
+    this.queue[this.queueHead++] = undefined as unknown as HashRequest;
+    if (this.queueHead === this.queue.length) this.queue.length = this.queueHead = 0;
+    this.queuedBytes -= req.bytes;
+    return req;
+  }
+
+  /** Wait for every submitted file, hashing queued batches here meanwhile. */
   async drain(): Promise<void> {
     this.seal();
     while (this.outstanding > 0) {
       if (this.failure) throw this.failure;
-      const req = this.local.pop();
-      if (req) {
-        this.hashHere(req);
-        if (this.lanes.length > 0) await new Promise<void>((resolve) => setImmediate(resolve)); // let helpers' answers in
+      if (this.queueHead < this.queue.length) {
+        this.hashHere(this.take());
+        if (this.lanes.length > 0) await new Promise<void>((resolve) => setImmediate(resolve)); // helpers' answers in, more work out
         continue;
       }
       await new Promise<void>((resolve) => (this.wake = resolve));
@@ -146,4 +163,5 @@ export class HashPool {
   }
 }
 
+/** Hashers by default: one per CPU (the caller is one of them). */
 export const defaultThreads = (): number => os.availableParallelism();
