@@ -6,10 +6,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { ExitCode, Progress, UsageError, fmtBytes, intOption, parseCommand, readInput, runMain, writeFileAtomic, versionOptions, writeStdout } from '../cli-kit/index.js';
-import { encodeImage, parseDump } from '../format/index.js';
+import { CfsError, ErrorCode, encodeImage, parseDump } from '../format/index.js';
 import { ObjectStager, PlainObjects, Store, type StagedTotals, defaultStorePath, isStoreRoot } from '../cas/store.js';
 import { buildFromDirectory } from './build.js';
 import { DigestCache } from './digest-cache.js';
+import { Index } from '../cas/index.js';
 import type { ExternalFile } from './from-dir.js';
 import { verityDigest } from '../cas/sha256-native.js';
 
@@ -39,6 +40,7 @@ interface Opts {
   name?: string;
   progress?: boolean;
   cache?: boolean;
+  digestCache?: string;
 }
 
 export function buildProgram(): Command {
@@ -66,7 +68,8 @@ export function buildProgram(): Command {
     .option('--store <STORE>', 'the store for --snapshot')
     .option('--name <NAME>', 'ref name for --snapshot (default: the directory name)')
     .addOption(new Option('--no-progress', 'no progress line on stderr'))
-    .addOption(new Option('--no-cache', 'hash every file again (a cfs-cas store caches digests of unchanged files)'))
+    .option('--digest-cache <FILE>', 'keep digests of unchanged files in FILE and do not read them again next time (a cfs-cas store has its own)')
+    .addOption(new Option('--no-cache', 'hash every file again (the results still refresh the digest cache)'))
     .addHelpText(
       'after',
       `
@@ -74,6 +77,8 @@ Examples:
   cfs-writer --relative /srv/rootfs > rootfs.img          mount with base=/srv/rootfs
   cfs-writer --digest-store /cas /srv/rootfs rootfs.img   contents into /cas/objects (or /cas)
   cfs-writer --snapshot /srv/rootfs                       into the default store, registered
+  cfs-writer --digest-cache rootfs.cache /srv/rootfs rootfs.img
+                                                          later runs skip unchanged files
   cfs-writer --from-file rootfs.dump rootfs.img
   zcat rootfs.dump.gz | cfs-writer --from-file - > rootfs.img
 
@@ -115,7 +120,14 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   let stored: StoreStats | null = null;
   // the store takes each file as soon as its digest is known, while the rest are hashed
   const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store), false);
-  const cache = store instanceof Store ? new DigestCache(store) : undefined;
+  let cacheFile: Index | null = null;
+  if (opts.digestCache !== undefined) {
+    if (store instanceof Store) throw new UsageError('--digest-cache: a cfs-cas store keeps its own digest cache');
+    if (opts.relative) throw new UsageError('--digest-cache does not go with --relative (no digests)');
+    cacheFile = openDigestCache(opts.digestCache);
+  }
+  const cacheIndex = store instanceof Store ? store.index : cacheFile;
+  const cache = cacheIndex ? new DigestCache(cacheIndex) : undefined;
   if (cache && opts.cache === false) cache.disableLookups();
   try {
     const result = await buildFromDirectory(source, {
@@ -138,11 +150,15 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
           progress.show(`syncing: ${files.length} files into ${store instanceof Store ? store.root : store}`);
           stored = { ...(await stager.commit()), needs: opts.snapshot ? imageNeeds(files) : undefined };
         }
+        // the digests are facts about the files, whatever becomes of the image; and a cache
+        // file's memory is better spent on encoding
+        cache?.save();
+        cacheFile?.close();
+        cacheFile = null;
         progress.show('encoding the image');
       },
     });
     progress.done();
-    cache?.save();
     const img = result.image;
     const digest = verityDigest(img).toString('hex');
 
@@ -177,12 +193,23 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       else writeFileAtomic(image!, img);
     }
     if (opts.printDigest || opts.printDigestOnly) (toStdout ? process.stderr : process.stdout).write(`${digest}\n`);
+    if (cache?.hits) process.stderr.write(`${TOOL}: ${cache.hits} unchanged files not read again (digest cache)\n`);
     if (result.skipped) process.stderr.write(`${TOOL}: skipped ${result.skipped} unreadable entries\n`);
     return ExitCode.Ok;
   } finally {
     progress.done();
     await stager?.close();
     if (store instanceof Store) store.close();
+    cacheFile?.close();
+  }
+}
+
+/** The --digest-cache file (created if missing), or a clear error naming it. */
+function openDigestCache(file: string): Index {
+  try {
+    return new Index(file);
+  } catch (e) {
+    throw new CfsError(ErrorCode.Io, `cannot open digest cache: ${(e as Error).message}`, { input: file });
   }
 }
 
@@ -220,6 +247,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (opts.fromFile) {
     if (!sourceArg) throw new UsageError('no dump file given (- for stdin)');
+    if (opts.digestCache !== undefined) throw new UsageError('--digest-cache is for directory input');
     return fromDump(sourceArg, image, opts);
   }
   return fromDirectory(sourceArg ?? '.', image, opts);

@@ -1,11 +1,12 @@
 /**
- * cfs-writer's digest cache in a cfs-cas store's index: a file whose (dev, ino, size, mtime,
- * ctime) are unchanged since it was hashed is not read again (if its object left the store, the
- * store step copies the unchanged file back in under that digest). Any write to a file changes
- * its ctime. Files changed within the second before the scan are not cached (their timestamps
- * may not yet tell a later write apart).
+ * cfs-writer's digest cache: a file whose (dev, ino, size, mtime, ctime) are unchanged since it
+ * was hashed is not read again. It lives in a cfs-cas store's index, or (--digest-cache FILE)
+ * in a file of the same form for a plain store or no store. If a cached file's object left the
+ * store, the store step copies the unchanged file back in under that digest. Any write to a file
+ * changes its ctime. Files changed within the second before the scan are not cached (their
+ * timestamps may not yet tell a later write apart).
  */
-import type { Store } from '../cas/store.js';
+import type { Index } from '../cas/index.js';
 import type { ExternalFile } from './from-dir.js';
 
 const RACY_NS = 1_000_000_000n;
@@ -17,7 +18,7 @@ export class DigestCache {
   hits = 0;
 
   constructor(
-    private readonly store: Store,
+    private readonly index: Pick<Index, 'fileDigests' | 'putFileDigests'>,
     startNs: bigint = BigInt(Date.now()) * 1_000_000n,
   ) {
     this.racyAfter = startNs - RACY_NS;
@@ -37,7 +38,7 @@ export class DigestCache {
   lookupMany(files: ExternalFile[]): (string | undefined)[] {
     if (!this.lookups) return new Array(files.length).fill(undefined);
     const keys = files.map(DigestCache.key);
-    const found = this.store.index.fileDigests(
+    const found = this.index.fileDigests(
       keys.map((k) => k[0]),
       keys.map((k) => k[1]),
     );
@@ -52,6 +53,6 @@ export class DigestCache {
   }
 
   save(): void {
-    if (this.fresh.length) this.store.index.putFileDigests(this.fresh.splice(0));
+    if (this.fresh.length) this.index.putFileDigests(this.fresh.splice(0));
   }
 }

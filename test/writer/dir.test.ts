@@ -134,6 +134,64 @@ describe('cfs-writer digest cache (a cfs-cas store remembers digests of unchange
   });
 });
 
+describe('cfs-writer --digest-cache FILE (the same cache for a plain store or no store)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cachefile-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('skips unchanged files, re-reads changed ones, puts a lost object back, and refuses what it cannot do', async () => {
+    const tree = path.join(tmp, 'tree');
+    const cache = path.join(tmp, 'digests.cache');
+    const plain = path.join(tmp, 'objects');
+    fs.mkdirSync(tree);
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `f${i}`), Buffer.alloc(2000 + i, i + 7));
+    await new Promise((r) => setTimeout(r, 1100)); // files changed within the last second are not cached
+    const fresh = () => runBin('cfs-writer', [tree]).stdout;
+    const run = (...args: string[]) => {
+      const r = runBin('cfs-writer', ['--digest-cache', cache, ...args, tree]);
+      expect(r.code, r.stderr).toBe(0);
+      return { msg: r.stderr, image: r.stdout };
+    };
+    // no store
+    expect(run().msg).not.toMatch(/digest cache/);
+    const warm = run();
+    expect(warm.msg).toMatch(/6 unchanged files not read again/);
+    expect(sha(warm.image)).toBe(sha(fresh()));
+    expect(run('--no-cache').msg).not.toMatch(/digest cache/);
+    // same size, same mtime, other content: the ctime gives it away
+    const f0 = path.join(tree, 'f0');
+    const st = fs.statSync(f0);
+    fs.writeFileSync(f0, Buffer.alloc(2000, 0x55));
+    fs.utimesSync(f0, st.atime, st.mtime);
+    const changed = run();
+    expect(changed.msg).toMatch(/5 unchanged files not read again/);
+    expect(sha(changed.image)).toBe(sha(fresh()));
+    expect(sha(changed.image)).not.toBe(sha(warm.image));
+    // a plain store: a cached file whose object is missing is copied in again
+    await new Promise((r) => setTimeout(r, 1100)); // f0 was just written: let it be cached next
+    const first = run('--digest-store', plain);
+    const objects = runBin('cfs-dump', ['objects', '-'], { input: first.image }).stdout.toString().trim().split('\n');
+    expect(objects.length).toBe(6);
+    fs.rmSync(path.join(plain, objects[0]));
+    const again = run('--digest-store', plain);
+    expect(again.msg).toMatch(/6 unchanged files not read again/);
+    expect(sha(again.image)).toBe(sha(first.image));
+    const m = runBin('cfs-dump', ['measure-file', path.join(plain, objects[0])]);
+    expect(m.stdout.toString().trim()).toBe(objects[0].replace('/', ''));
+    // what it cannot do: usage errors, and a file that is not a cache
+    const cas = path.join(tmp, 'cas');
+    expect(runBin('cfs-cas', ['--store', cas, 'init']).code).toBe(0);
+    expect(runBin('cfs-writer', ['--digest-cache', cache, '--digest-store', cas, tree]).code).toBe(2);
+    expect(runBin('cfs-writer', ['--digest-cache', cache, '--relative', tree]).code).toBe(2);
+    expect(runBin('cfs-writer', ['--digest-cache', cache, '--from-file', '-'], { input: '/ 0 40755 1 0 0 0 0.0 - - -\n' }).code).toBe(2);
+    const bogus = path.join(tmp, 'bogus');
+    fs.writeFileSync(bogus, 'not a database, not at all '.repeat(200));
+    const bad = runBin('cfs-writer', ['--digest-cache', bogus, tree]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.toString()).toMatch(/bogus.*cannot open digest cache/);
+    expect(bad.stdout.length).toBe(0);
+  });
+});
+
 describe('cfs-writer DIR: values past 32 bits', () => {
   it('keeps sizes over 4 GiB and times before 1970 and after 2106 exact', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-big-'));
