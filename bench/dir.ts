@@ -9,6 +9,8 @@
  *   cached like warm, but ours re-snapshots into a cfs-cas store (`--snapshot --store`, as
  *          `npm start` does), whose digest cache lets it skip reading unchanged files; upstream
  *          as in warm
+ *   cachefile  like warm, ours with `--digest-cache FILE` (the same cache, opt-in, for a plain
+ *          store), filled by an untimed run first; upstream as in warm
  *   none   no store (digests only)
  * and prints best/median wall time (node startup included), entries/s, the ratio ours/upstream,
  * whether the two images are byte-identical (they should be) and the peak RSS of both writers
@@ -17,7 +19,7 @@
  *
  * Environment:
  *   BENCH_DIR_TREES  comma-separated directories (default "/usr/share/doc,/usr")
- *   BENCH_DIR_MODES  comma-separated modes from empty,warm,cached,none, or "auto" (default): trees of
+ *   BENCH_DIR_MODES  comma-separated modes from empty,warm,cached,cachefile,none, or "auto" (default): trees of
  *                    fewer than BENCH_DIR_BIG entries get them all, bigger ones none only (a store
  *                    of /usr costs about 5 GB of disk per tool)
  *   BENCH_DIR_BIG    entry count from which a tree counts as big (default 50000): big trees get
@@ -48,15 +50,16 @@ import {
   treeStats,
 } from './util.js';
 
-type Mode = 'empty' | 'warm' | 'cached' | 'none';
-const MODES: readonly Mode[] = ['empty', 'warm', 'cached', 'none'];
-const TARGET: Record<Mode, number> = { empty: 1.0, warm: 0.8, cached: 0.8, none: 1.0 };
+type Mode = 'empty' | 'warm' | 'cached' | 'cachefile' | 'none';
+const MODES: readonly Mode[] = ['empty', 'warm', 'cached', 'cachefile', 'none'];
+const TARGET: Record<Mode, number> = { empty: 1.0, warm: 0.8, cached: 0.8, cachefile: 0.8, none: 1.0 };
 const RSS_TARGET_MB = 300;
 
 interface Tool {
   label: string;
   key: 'ours' | 'up';
-  command(tree: string, out: string, store: string | undefined): { file: string; args: string[] };
+  /** `cache`: a --digest-cache file (ours only). */
+  command(tree: string, out: string, store: string | undefined, cache?: string): { file: string; args: string[] };
 }
 
 interface Result {
@@ -88,7 +91,7 @@ function parseModes(raw: string | undefined): Mode[] | 'auto' {
   const modes = raw.split(',').map((s) => s.trim()).filter(Boolean);
   for (const m of modes) {
     if (!(MODES as readonly string[]).includes(m)) {
-      console.error(`bench: BENCH_DIR_MODES: unknown mode ${JSON.stringify(m)} (use empty, warm, cached, none or auto)`);
+      console.error(`bench: BENCH_DIR_MODES: unknown mode ${JSON.stringify(m)} (use empty, warm, cached, cachefile, none or auto)`);
       process.exit(2);
     }
   }
@@ -118,10 +121,17 @@ export function runDirBench(tmp: string): number {
     {
       label: 'cfs-writer',
       key: 'ours',
-      command: (tree, out, store) => ({
+      command: (tree, out, store, cache) => ({
         file: node,
         // a cfs-cas store root (mode cached) is re-snapshotted, as `npm start` does
-        args: [writerJs, '--no-progress', ...(!store ? [] : isStoreRoot(store) ? ['--snapshot', '--store', store, '--name', 'bench'] : ['--digest-store', store]), tree, out],
+        args: [
+          writerJs,
+          '--no-progress',
+          ...(!store ? [] : isStoreRoot(store) ? ['--snapshot', '--store', store, '--name', 'bench'] : ['--digest-store', store]),
+          ...(cache ? ['--digest-cache', cache] : []),
+          tree,
+          out,
+        ],
       }),
     },
   ];
@@ -164,6 +174,8 @@ export function runDirBench(tmp: string): number {
 
       /** The store each tool filled in its last `empty` run, for `warm`. */
       const warmStore = new Map<Tool['key'], string>();
+      /** Our cfs-cas store, for `cached`. */
+      let casRoot: string | undefined;
       for (const mode of modes) {
         const results = new Map<Tool['key'], Result>(tools.map((t) => [t.key, { seconds: [], rssKiB: [], failed: false }]));
         const image = (t: Tool): string => path.join(work, `${t.key}-${mode}.img`);
@@ -174,17 +186,23 @@ export function runDirBench(tmp: string): number {
           const init = runTimed(node, [path.join(PKG_ROOT, 'bin/cfs-cas.js'), '--store', root, 'init']);
           const c = tools[0].command(tree, image(tools[0]), root);
           if (!init || !runTimed(c.file, c.args, { timeout })) results.get('ours')!.failed = true;
-          else warmStore.set('ours', root);
+          else casRoot = root;
         }
-        if (mode === 'warm' || mode === 'cached') {
+        const cacheFile = mode === 'cachefile' ? path.join(work, 'ours.digest-cache') : undefined;
+        if (mode === 'warm' || mode === 'cached' || mode === 'cachefile') {
           for (const t of tools) {
-            if (warmStore.has(t.key)) continue;
+            if (warmStore.has(t.key) || (mode === 'cached' && t.key === 'ours')) continue;
             const store = path.join(work, `${t.key}-store-warm`);
             fs.mkdirSync(store);
             const c = t.command(tree, image(t), store);
             if (!runTimed(c.file, c.args, { timeout })) results.get(t.key)!.failed = true;
             else warmStore.set(t.key, store);
           }
+        }
+        if (cacheFile) {
+          // fill the cache, untimed (the store is warm already)
+          const c = tools[0].command(tree, image(tools[0]), warmStore.get('ours'), cacheFile);
+          if (!warmStore.has('ours') || !runTimed(c.file, c.args, { timeout })) results.get('ours')!.failed = true;
         }
 
         for (let i = 0; i < runs; i++) {
@@ -195,11 +213,11 @@ export function runDirBench(tmp: string): number {
             if (mode === 'empty') {
               store = path.join(work, `${t.key}-store-${i}`);
               fs.mkdirSync(store);
-            } else if (mode === 'warm' || mode === 'cached') {
-              store = warmStore.get(t.key);
+            } else if (mode === 'warm' || mode === 'cached' || mode === 'cachefile') {
+              store = mode === 'cached' && t.key === 'ours' ? casRoot : warmStore.get(t.key);
             }
             fs.rmSync(image(t), { force: true });
-            const c = t.command(tree, image(t), store);
+            const c = t.command(tree, image(t), store, cacheFile);
             const res = runTimed(c.file, c.args, { timeout, rssFile: path.join(work, 'rss.txt') });
             if (!res) {
               r.failed = true;
