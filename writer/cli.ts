@@ -110,6 +110,12 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   if (opts.relative && (opts.digestStore || opts.snapshot)) throw new UsageError('--relative does not go with --digest-store or --snapshot');
   const threads = opts.threads !== undefined ? intOption('--threads', opts.threads, 1, 1024) : undefined;
   const progress = new Progress(opts.progress !== false);
+  if (opts.digestCache !== undefined) {
+    if (opts.snapshot || (opts.digestStore !== undefined && isStoreRoot(opts.digestStore))) {
+      throw new UsageError('--digest-cache: a cfs-cas store keeps its own digest cache');
+    }
+    if (opts.relative) throw new UsageError('--digest-cache does not go with --relative (no digests)');
+  }
 
   let store: Store | string | null = null;
   if (opts.snapshot) {
@@ -121,15 +127,12 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   // the store takes each file as soon as its digest is known, while the rest are hashed
   const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store), false);
   let cacheFile: Index | null = null;
-  if (opts.digestCache !== undefined) {
-    if (store instanceof Store) throw new UsageError('--digest-cache: a cfs-cas store keeps its own digest cache');
-    if (opts.relative) throw new UsageError('--digest-cache does not go with --relative (no digests)');
-    cacheFile = openDigestCache(opts.digestCache);
-  }
-  const cacheIndex = store instanceof Store ? store.index : cacheFile;
-  const cache = cacheIndex ? new DigestCache(cacheIndex) : undefined;
-  if (cache && opts.cache === false) cache.disableLookups();
   try {
+    // opened in here, so that a bad file leaves no staging directory behind
+    if (opts.digestCache !== undefined) cacheFile = openDigestCache(opts.digestCache);
+    const cacheIndex = store instanceof Store ? store.index : cacheFile;
+    const cache = cacheIndex ? new DigestCache(cacheIndex) : undefined;
+    if (cache && opts.cache === false) cache.disableLookups();
     const result = await buildFromDirectory(source, {
       ...versionOptions(opts),
       useEpoch: opts.useEpoch,

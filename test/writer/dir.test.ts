@@ -189,6 +189,10 @@ describe('cfs-writer --digest-cache FILE (the same cache for a plain store or no
     expect(bad.code).toBe(1);
     expect(bad.stderr.toString()).toMatch(/bogus.*cannot open digest cache/);
     expect(bad.stdout.length).toBe(0);
+    const before = fs.readdirSync(plain).sort();
+    expect(runBin('cfs-writer', ['--digest-cache', bogus, '--digest-store', plain, tree]).code).toBe(1);
+    expect(fs.readdirSync(plain).sort()).toEqual(before); // no staging directory left
+    expect(before.filter((n) => n.startsWith('.'))).toEqual([]);
   });
 });
 
