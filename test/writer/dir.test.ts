@@ -95,6 +95,31 @@ describe.runIf(!reason)('cfs-writer DIR matches mkcomposefs on make-tree.sh', ()
   });
 });
 
+/**
+ * What every digest cache does, run through `run` (extra options → stderr and image): 6 files in
+ * a new `tree`; the first run hashes all, the next reads none, --no-cache reads all; a file
+ * rewritten with its size and mtime kept is read again (its ctime gives it away).
+ */
+async function cacheHitsAndMisses(tree: string, run: (...extra: string[]) => { msg: string; image: Buffer }): Promise<void> {
+  fs.mkdirSync(tree);
+  for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `f${i}`), Buffer.alloc(1000 + i, i + 1));
+  await new Promise((r) => setTimeout(r, 1100)); // files changed within the last second are not cached
+  const fresh = () => runBin('cfs-writer', [tree]).stdout;
+  expect(run().msg).not.toMatch(/digest cache/);
+  const warm = run();
+  expect(warm.msg).toMatch(/6 unchanged files not read again/);
+  expect(sha(warm.image)).toBe(sha(fresh()));
+  expect(run('--no-cache').msg).not.toMatch(/digest cache/);
+  const f0 = path.join(tree, 'f0');
+  const st = fs.statSync(f0);
+  fs.writeFileSync(f0, Buffer.alloc(1000, 0x55));
+  fs.utimesSync(f0, st.atime, st.mtime);
+  const changed = run();
+  expect(changed.msg).toMatch(/5 unchanged files not read again/);
+  expect(sha(changed.image)).toBe(sha(fresh()));
+  expect(sha(changed.image)).not.toBe(sha(warm.image));
+}
+
 describe('cfs-writer digest cache (a cfs-cas store remembers digests of unchanged files)', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cache-'));
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -102,35 +127,18 @@ describe('cfs-writer digest cache (a cfs-cas store remembers digests of unchange
   it('skips unchanged files, re-reads changed ones (even with size and mtime kept), and never trusts a lost object', async () => {
     const tree = path.join(tmp, 'tree');
     const store = path.join(tmp, 'cas');
-    fs.mkdirSync(tree);
-    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `f${i}`), Buffer.alloc(1000 + i, i + 1));
-    await new Promise((r) => setTimeout(r, 1100)); // files changed within the last second are not cached
     const snap = (...extra: string[]) => {
       const r = runBin('cfs-writer', ['--snapshot', '--store', store, '--name', 't', ...extra, tree]);
       expect(r.code, r.stderr).toBe(0);
       return { msg: r.stderr, image: fs.readFileSync(path.join(store, 'refs', 't')) };
     };
-    const fresh = () => runBin('cfs-writer', [tree]).stdout;
-    expect(snap().msg).not.toMatch(/digest cache/);
-    const warm = snap();
-    expect(warm.msg).toMatch(/6 unchanged files not read again/);
-    expect(sha(warm.image)).toBe(sha(fresh()));
-    // same size, same mtime, other content: the ctime gives it away
-    const f0 = path.join(tree, 'f0');
-    const st = fs.statSync(f0);
-    fs.writeFileSync(f0, Buffer.alloc(1000, 0x55));
-    fs.utimesSync(f0, st.atime, st.mtime);
-    const changed = snap();
-    expect(changed.msg).toMatch(/5 unchanged files not read again/);
-    expect(sha(changed.image)).toBe(sha(fresh()));
-    expect(sha(changed.image)).not.toBe(sha(warm.image));
+    await cacheHitsAndMisses(tree, snap);
     // an object that left the store is hashed and stored again
     const objects = runBin('cfs-dump', ['objects', path.join(store, 'refs', 't')]).stdout.toString().trim().split('\n');
     fs.rmSync(path.join(store, 'objects', objects[0]));
     const regained = snap();
     expect(regained.msg).toMatch(/objects: 1 new/);
     expect(fs.existsSync(path.join(store, 'objects', objects[0]))).toBe(true);
-    expect(snap('--no-cache').msg).not.toMatch(/digest cache/);
   });
 });
 
@@ -142,30 +150,12 @@ describe('cfs-writer --digest-cache FILE (the same cache for a plain store or no
     const tree = path.join(tmp, 'tree');
     const cache = path.join(tmp, 'digests.cache');
     const plain = path.join(tmp, 'objects');
-    fs.mkdirSync(tree);
-    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `f${i}`), Buffer.alloc(2000 + i, i + 7));
-    await new Promise((r) => setTimeout(r, 1100)); // files changed within the last second are not cached
-    const fresh = () => runBin('cfs-writer', [tree]).stdout;
     const run = (...args: string[]) => {
       const r = runBin('cfs-writer', ['--digest-cache', cache, ...args, tree]);
       expect(r.code, r.stderr).toBe(0);
       return { msg: r.stderr, image: r.stdout };
     };
-    // no store
-    expect(run().msg).not.toMatch(/digest cache/);
-    const warm = run();
-    expect(warm.msg).toMatch(/6 unchanged files not read again/);
-    expect(sha(warm.image)).toBe(sha(fresh()));
-    expect(run('--no-cache').msg).not.toMatch(/digest cache/);
-    // same size, same mtime, other content: the ctime gives it away
-    const f0 = path.join(tree, 'f0');
-    const st = fs.statSync(f0);
-    fs.writeFileSync(f0, Buffer.alloc(2000, 0x55));
-    fs.utimesSync(f0, st.atime, st.mtime);
-    const changed = run();
-    expect(changed.msg).toMatch(/5 unchanged files not read again/);
-    expect(sha(changed.image)).toBe(sha(fresh()));
-    expect(sha(changed.image)).not.toBe(sha(warm.image));
+    await cacheHitsAndMisses(tree, run); // no store
     // a plain store: a cached file whose object is missing is copied in again
     await new Promise((r) => setTimeout(r, 1100)); // f0 was just written: let it be cached next
     const first = run('--digest-store', plain);
