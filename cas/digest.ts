@@ -19,6 +19,21 @@ export function digestOfFile(file: string | Buffer): { digest: string; size: num
   }
 }
 
+/** A file's digest and size, or why it could not be read. */
+export type DigestOrError = { digest: string; size: number } | { error: string; code?: string };
+
+/** Digests of files named by latin1 paths (one char per byte); an unreadable file gives its error. */
+export function digestsOf(latin1Paths: string[]): DigestOrError[] {
+  return latin1Paths.map((p) => {
+    try {
+      return digestOfFile(Buffer.from(p, 'latin1'));
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { error: err.message, code: err.code };
+    }
+  });
+}
+
 /** fs-verity digest of what is left to read from `fd`. */
 export function digestOfFd(fd: number): { digest: string; size: number } {
   const h = (hasher ??= newVerityHasher()).reset();

@@ -11,7 +11,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import * as os from 'node:os';
 import type { HashReply, HashRequest } from './hash-worker.js';
-import { digestOfFile } from './digest.js';
+import { digestsOf } from './digest.js';
 
 export interface HashResult {
   digest?: string;
@@ -139,14 +139,7 @@ export class HashPool {
   }
 
   private hashHere(req: HashRequest): void {
-    req.paths.forEach((p, k) => {
-      try {
-        this.onDone(req.id + k, digestOfFile(Buffer.from(p, 'latin1')));
-      } catch (e) {
-        const err = e as NodeJS.ErrnoException;
-        this.onDone(req.id + k, { error: err.message, code: err.code });
-      }
-    });
+    digestsOf(req.paths).forEach((r, k) => this.onDone(req.id + k, r));
     this.outstanding -= req.paths.length;
   }
 

@@ -1,5 +1,5 @@
 /** Hash helper process: fs-verity digests of files. Receives batches of paths, answers hex digests. */
-import { digestOfFile } from './digest.js';
+import { type DigestOrError, digestsOf } from './digest.js';
 
 export interface HashRequest {
   id: number;
@@ -11,17 +11,9 @@ export interface HashRequest {
 export interface HashReply {
   id: number;
   bytes: number;
-  results: ({ digest: string; size: number } | { error: string; code?: string })[];
+  results: DigestOrError[];
 }
 
 process.on('message', (req: HashRequest) => {
-  const results = req.paths.map((p) => {
-    try {
-      return digestOfFile(Buffer.from(p, 'latin1'));
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      return { error: err.message, code: err.code };
-    }
-  });
-  process.send!({ id: req.id, bytes: req.bytes, results } satisfies HashReply);
+  process.send!({ id: req.id, bytes: req.bytes, results: digestsOf(req.paths) } satisfies HashReply);
 });
