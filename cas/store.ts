@@ -283,10 +283,11 @@ export class Store {
    * system instead of an fsync per file (see ObjectStager). `imageFollows`: an image needing
    * every object added is registered before this store is closed. Then objects already here
    * need no fresh mtime for gc's grace period, where the lock works: gc cannot run meanwhile.
+   * `writeback: false` for callers that commit synchronously (see ObjectStager).
    */
-  stager(opts: { imageFollows?: boolean } = {}): ObjectStager {
+  stager(opts: { imageFollows?: boolean; writeback?: boolean } = {}): ObjectStager {
     this.lock('shared');
-    return new ObjectStager(this, !(opts.imageFollows && this.locked));
+    return new ObjectStager(this, !(opts.imageFollows && this.locked), opts.writeback ?? true);
   }
 
   /** Note that an existing object is wanted again (fresh mtime, indexed). */
@@ -580,7 +581,8 @@ function listNames(dir: string): string[] {
  * file whose size is not `size` any more changed after it was hashed: that is an error.
  * close() drops whatever was not committed. Objects already there get a fresh mtime if
  * `touch`; if not, each objects/XX directory that many files go to is listed once instead of
- * a stat per object.
+ * a stat per object. Without `earlyWriteback` nothing is flushed before commit, and
+ * commitSync/closeSync serve callers that cannot wait.
  */
 export class ObjectStager {
   readonly totals: StagedTotals = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0 };
@@ -598,6 +600,7 @@ export class ObjectStager {
   constructor(
     private readonly store: StagingTarget,
     private readonly touch: boolean,
+    private readonly earlyWriteback = true,
   ) {
     this.dir = store.makeStagingDir();
     this.dirFd = fs.openSync(this.dir, 'r');
@@ -634,7 +637,7 @@ export class ObjectStager {
     this.totals.newObjects++;
     this.totals.newBytes += size;
     this.unsynced += size;
-    if (this.unsynced >= WRITEBACK_BATCH && !this.writeback) {
+    if (this.earlyWriteback && this.unsynced >= WRITEBACK_BATCH && !this.writeback) {
       // start flushing while more is staged, so the final sync has less to do
       this.unsynced = 0;
       this.writeback = syncfsAsync(this.dirFd).finally(() => (this.writeback = null));
@@ -661,6 +664,12 @@ export class ObjectStager {
   /** Make everything added durable and visible; objects another writer put meanwhile count as deduplicated. */
   async commit(): Promise<StagedTotals> {
     await this.writeback;
+    return this.commitSync();
+  }
+
+  /** commit() for a stager made without `writeback`. */
+  commitSync(): StagedTotals {
+    this.assertNoWriteback();
     const c = this.store.commitStagedAll(this.dir, this.staged);
     this.staged.clear();
     this.listed.clear();
@@ -674,9 +683,19 @@ export class ObjectStager {
 
   async close(): Promise<void> {
     await this.writeback;
+    this.closeSync();
+  }
+
+  /** close() for a stager made without `writeback`. */
+  closeSync(): void {
+    this.assertNoWriteback();
     if (this.closed) return;
     this.closed = true;
     fs.closeSync(this.dirFd);
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private assertNoWriteback(): void {
+    if (this.writeback) throw new Error('ObjectStager: a background flush is running; use commit() and close()');
   }
 }

@@ -11,7 +11,6 @@
  * corrupt, truncated or missing object fails the conversion with nothing written.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { CfsError, ErrorCode, FsVerityHasher, S_IFDIR, encodeImage, newInode } from '../format/index.js';
@@ -88,9 +87,8 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
 
   const digests = opts.digests ?? new Map<string, string>();
   const objects: ObjectCounts = { unique: wanted.size, new: 0, newBytes: 0, dedup: 0, dedupBytes: 0 };
-  const stageDir = opts.payloads === 'store' ? opts.store!.makeStagingDir() : null;
+  const stager = opts.payloads === 'store' ? opts.store!.stager({ imageFollows: true }) : null;
   try {
-    const staged = new Map<string, { file: string; size: number }>();
     if (repo.mode !== 'archive') {
       const todo = [...wanted.values()].map((w) => w.content).filter((c) => !digests.has(c.checksum));
       await hashObjects(todo, digests, opts.progress);
@@ -99,51 +97,43 @@ export async function convertCommit(repo: Repo, commit: string, opts: ConvertOpt
     for (const w of wanted.values()) {
       const c = w.content;
       let digest = digests.get(c.checksum);
-      let stagedFile: string | null = null;
       if (repo.mode === 'archive') {
-        // Inflate once: hash, and keep the bytes for the store unless it has them.
-        stagedFile = stageDir && !(digest && (staged.has(digest) || opts.store!.has(digest))) ? path.join(stageDir, String(done)) : null;
-        if (!digest || stagedFile) digest = await inflateObject(c, stagedFile);
+        // Inflate once, to hash it and, unless the store has it, into the store.
+        if (!digest || (stager && !stager.has(digest, c.size))) {
+          const file = stager?.newFile() ?? null;
+          digest = await inflateObject(c, file);
+          if (file && stager!.has(digest, c.size)) fs.rmSync(file, { force: true });
+          else if (file) stager!.addWritten(digest, file, c.size);
+        }
         digests.set(c.checksum, digest);
         opts.progress?.(done + 1, wanted.size);
+      } else if (digest) {
+        stager?.add({ path: c.file, digest, size: c.size });
       }
       if (!digest) throw new Error(`no digest for ${c.checksum}`);
       for (const inode of w.inodes) {
         inode.digest = digest;
         inode.payload = opts.payloads === 'store' ? objectRelPath(digest) : Repo.relPath(c.checksum, 'file');
       }
-      if (stageDir) {
-        if (staged.has(digest) || opts.store!.tryReuse(digest, c.size)) {
-          if (stagedFile) fs.rmSync(stagedFile, { force: true });
-          objects.dedup++;
-          objects.dedupBytes += c.size;
-        } else {
-          if (!stagedFile) {
-            stagedFile = path.join(stageDir, String(done));
-            fs.copyFileSync(c.file, stagedFile, fs.constants.COPYFILE_FICLONE);
-          }
-          staged.set(digest, { file: stagedFile, size: c.size });
-        }
-      }
       done++;
     }
 
     const image = encodeImage(root, { input });
     const result: ConvertResult = { commit, image, entries, files, bytes, objects };
-    if (stageDir) {
+    if (stager) {
       const store = opts.store!;
       // Durable before visible: the contents first, then the image that needs them.
-      const t = store.commitStagedAll(stageDir, staged);
+      const t = await stager.commit();
       objects.new = t.newObjects;
       objects.newBytes = t.newBytes;
-      objects.dedup += t.dedupObjects;
-      objects.dedupBytes += t.dedupBytes;
+      objects.dedup = t.dedupObjects;
+      objects.dedupBytes = t.dedupBytes;
       const needs = { objects: [...new Set([...wanted.values()].map((w) => digests.get(w.content.checksum)!))].sort(), logical: bytesWithPayload(wanted) };
       result.storeImage = store.addImage(image, { name: opts.name, input, needs }).digest;
     }
     return result;
   } finally {
-    if (stageDir) fs.rmSync(stageDir, { recursive: true, force: true });
+    await stager?.close();
   }
 }
 

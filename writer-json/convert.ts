@@ -13,9 +13,8 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { CfsError, ErrorCode, encodeImage, isCfsError } from '../format/index.js';
-import { type Store, objectRelPath } from '../cas/store.js';
+import { type ObjectStager, type Store, objectRelPath } from '../cas/store.js';
 import { type Blob, MemberReader } from './blob.js';
 import { type ContentFile, type TocTree, buildTree, parseTocJson, quoteName } from './toc.js';
 import { newVerityHasher } from '../cas/sha256-native.js';
@@ -67,24 +66,17 @@ export function convertToc(tocBytes: Uint8Array, opts: ConvertOptions): ConvertR
     return { image: encodeImage(tree.root, enc), entries: tree.entries, files: tree.files.length, bytes, stored: null };
   }
   const store = opts.store;
-  const stageDir = store.makeStagingDir();
+  const stager = store.stager({ imageFollows: true, writeback: false });
   try {
-    const staged = new Map<string, { file: string; size: number }>();
-    const stats: StoreStats = { newObjects: 0, newBytes: 0, dedupObjects: 0, dedupBytes: 0, inlined: 0, image: '', missing: [] };
-    extractContents(tree, opts.blob, opts.dataEnd ?? opts.blob.size, store, stageDir, staged, stats, opts.input);
+    const inlined = extractContents(tree, opts.blob, opts.dataEnd ?? opts.blob.size, stager, opts.input);
     const image = encodeImage(tree.root, enc);
     // Durable before visible: staged data into objects/, then register.
-    const t = store.commitStagedAll(stageDir, staged);
-    stats.newObjects += t.newObjects;
-    stats.newBytes += t.newBytes;
-    stats.dedupObjects += t.dedupObjects;
-    stats.dedupBytes += t.dedupBytes;
+    const t = stager.commitSync();
     const reg = store.addImage(image, { name: opts.name, input: opts.input });
-    stats.image = reg.digest;
-    stats.missing = reg.missing;
+    const stats: StoreStats = { ...t, inlined, image: reg.digest, missing: reg.missing };
     return { image, entries: tree.entries, files: tree.files.length, bytes, stored: stats };
   } finally {
-    fs.rmSync(stageDir, { recursive: true, force: true });
+    stager.closeSync();
   }
 }
 
@@ -116,12 +108,9 @@ function extractContents(
   tree: TocTree,
   blob: Blob,
   dataEnd: number,
-  store: Store,
-  stageDir: string,
-  staged: Map<string, { file: string; size: number }>,
-  stats: StoreStats,
+  stager: ObjectStager,
   input: string,
-): void {
+): number {
   const failFor = (f: ContentFile) => (msg: string): never => {
     throw new CfsError(ErrorCode.InvalidTree, `entry ${f.index} ${quoteName(Buffer.from(f.path, 'latin1').toString('utf8'))}: ${msg}`, { input });
   };
@@ -138,7 +127,7 @@ function extractContents(
     plans.push(pieces);
   }
   const reader = new MemberReader(blob, need, dataEnd, tree.offsets);
-  let seq = 0;
+  let inlined = 0;
   for (let i = 0; i < tree.files.length; i++) {
     const f = tree.files[i];
     const fail = failFor(f);
@@ -149,7 +138,7 @@ function extractContents(
     let fd = -1;
     try {
       if (!inline) {
-        file = path.join(stageDir, String(seq++));
+        file = stager.newFile();
         fd = fs.openSync(file, 'wx', 0o644);
       }
       const put = (b: Buffer): void => {
@@ -177,23 +166,19 @@ function extractContents(
       if (inline) {
         f.inode.content = Buffer.concat(inline).toString('latin1');
         f.inode.payload = null;
-        stats.inlined++;
+        inlined++;
         continue;
       }
       fs.closeSync(fd);
       fd = -1;
       f.inode.digest = digest;
       f.inode.payload = objectRelPath(digest);
-      if (staged.has(digest) || store.tryReuse(digest, f.size)) {
-        fs.rmSync(file, { force: true });
-        stats.dedupObjects++;
-        stats.dedupBytes += f.size;
-        continue;
-      }
-      staged.set(digest, { file, size: f.size });
+      if (stager.has(digest, f.size)) fs.rmSync(file, { force: true });
+      else stager.addWritten(digest, file, f.size);
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
   }
+  return inlined;
 }
 

@@ -155,6 +155,25 @@ describe('stager into a plain objects directory', () => {
     for (let i = 0; i < 40; i++) expect(fs.readFileSync(path.join(objects, objectRelPath(digest(i))), 'utf8')).toBe(i % 2 ? `new ${i}` : 'old');
     expect(fs.readdirSync(objects).sort()).toEqual(['ab']); // no staging directory left
   });
+
+  it('without writeback: files written by the caller, commitSync and closeSync', () => {
+    const objects = path.join(tmpDir(), 'objects');
+    const d = (c: string) => c.repeat(64);
+    fs.mkdirSync(path.join(objects, 'aa'), { recursive: true });
+    fs.writeFileSync(path.join(objects, objectRelPath(d('a'))), 'old');
+    const stager = new ObjectStager(new PlainObjects(objects), false, false);
+    const file = stager.newFile();
+    fs.writeFileSync(file, 'bbb');
+    stager.addWritten(d('b'), file, 3);
+    expect(stager.totals).toMatchObject({ newObjects: 1, dedupObjects: 0 });
+    expect(stager.has(d('a'), 3)).toBe(true);
+    expect(stager.has(d('b'), 3)).toBe(true);
+    expect(stager.commitSync()).toEqual({ newObjects: 1, newBytes: 3, dedupObjects: 2, dedupBytes: 6 });
+    stager.closeSync();
+    expect(fs.readFileSync(path.join(objects, objectRelPath(d('b'))), 'utf8')).toBe('bbb');
+    expect(fs.readFileSync(path.join(objects, objectRelPath(d('a'))), 'utf8')).toBe('old');
+    expect(fs.readdirSync(objects).sort()).toEqual(['aa', 'bb']); // no staging directory left
+  });
 });
 
 describe('digest cache rows', () => {
