@@ -69,16 +69,38 @@ const OBJECT_BATCH = 128;
 /** Files looked up per digest-cache query. */
 const FILE_BATCH = 256;
 
+const BUSY_TIMEOUT_MS = 30_000;
+
+/**
+ * `fn` again while SQLite answers SQLITE_BUSY, for up to `ms`. Openers racing to set up a new
+ * file can get BUSY at once: SQLite skips its busy handler where waiting could deadlock (two
+ * readers that both want the exclusive lock to switch to WAL).
+ */
+export function retryBusy<T>(fn: () => T, ms = BUSY_TIMEOUT_MS): T {
+  const until = Date.now() + ms;
+  for (let wait = 1; ; wait = Math.min(2 * wait, 100)) {
+    try {
+      return fn();
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() + wait > until) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
+    }
+  }
+}
+
 export class Index {
   private readonly db: BetterSqlite3.Database;
   private readonly stmts;
   private pending: [string, number, number][] = [];
 
   constructor(file: string) {
-    this.db = new (sqlite())(file, { timeout: 30_000 });
-    this.db.pragma('journal_mode = WAL');
+    this.db = new (sqlite())(file, { timeout: BUSY_TIMEOUT_MS });
+    retryBusy(() => {
+      // WAL is kept in the file: only the first opener changes it (that needs an exclusive lock)
+      if (this.db.pragma('journal_mode', { simple: true }) !== 'wal') this.db.pragma('journal_mode = WAL');
+      this.db.exec(SCHEMA);
+    });
     this.db.pragma('synchronous = NORMAL');
-    this.db.exec(SCHEMA);
     this.stmts = {
       putObject: this.db.prepare('INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES (?, ?, ?)'),
       putObjects: this.db.prepare(`INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES ${Array(OBJECT_BATCH).fill('(?, ?, ?)').join(', ')}`),

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ObjectStager, PlainObjects, STORE_MARKER, defaultStorePath, isStoreRoot, objectRelPath } from '../../cas/store.js';
+import { retryBusy } from '../../cas/index.js';
 import { FsVerityHasher, cryptoBlockHasher } from '../../format/fsverity.js';
 import { runBin } from '../cli/run.js';
 import { VECTORS } from '../support/vectors.js';
@@ -173,6 +174,23 @@ describe('stager into a plain objects directory', () => {
     expect(fs.readFileSync(path.join(objects, objectRelPath(d('b'))), 'utf8')).toBe('bbb');
     expect(fs.readFileSync(path.join(objects, objectRelPath(d('a'))), 'utf8')).toBe('old');
     expect(fs.readdirSync(objects).sort()).toEqual(['aa', 'bb']); // no staging directory left
+  });
+});
+
+describe('index opening', () => {
+  it('retries while SQLite answers SQLITE_BUSY, and only then, until its time is up', () => {
+    const busy = (): never => {
+      throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+    };
+    let calls = 0;
+    expect(retryBusy(() => (++calls < 3 ? busy() : 'opened'))).toBe('opened');
+    expect(calls).toBe(3);
+    calls = 0;
+    expect(() => retryBusy(() => (calls++, JSON.parse('{')))).toThrow(SyntaxError);
+    expect(calls).toBe(1);
+    const t = Date.now();
+    expect(() => retryBusy(busy, 50)).toThrow('database is locked');
+    expect(Date.now() - t).toBeGreaterThanOrEqual(20);
   });
 });
 
