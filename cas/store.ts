@@ -667,7 +667,7 @@ export class ObjectStager {
     return this.commitSync();
   }
 
-  /** commit() for a stager made without `writeback`. */
+  /** commit() for a stager made without `earlyWriteback`. */
   commitSync(): StagedTotals {
     this.assertNoWriteback();
     const c = this.store.commitStagedAll(this.dir, this.staged);
@@ -686,7 +686,7 @@ export class ObjectStager {
     this.closeSync();
   }
 
-  /** close() for a stager made without `writeback`. */
+  /** close() for a stager made without `earlyWriteback`. */
   closeSync(): void {
     this.assertNoWriteback();
     if (this.closed) return;
