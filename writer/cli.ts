@@ -110,19 +110,14 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   if (opts.relative && (opts.digestStore || opts.snapshot)) throw new UsageError('--relative does not go with --digest-store or --snapshot');
   const threads = opts.threads !== undefined ? intOption('--threads', opts.threads, 1, 1024) : undefined;
   const progress = new Progress(opts.progress !== false);
+  // a cfs-cas store (--snapshot, or --digest-store naming one); else --digest-store is a plain directory
+  const casRoot = opts.snapshot ? (opts.store ?? opts.digestStore ?? defaultStorePath()) : opts.digestStore && isStoreRoot(opts.digestStore) ? opts.digestStore : null;
   if (opts.digestCache !== undefined) {
-    if (opts.snapshot || (opts.digestStore !== undefined && isStoreRoot(opts.digestStore))) {
-      throw new UsageError('--digest-cache: a cfs-cas store keeps its own digest cache');
-    }
+    if (casRoot !== null) throw new UsageError('--digest-cache: a cfs-cas store keeps its own digest cache');
     if (opts.relative) throw new UsageError('--digest-cache does not go with --relative (no digests)');
   }
 
-  let store: Store | string | null = null;
-  if (opts.snapshot) {
-    store = Store.open(opts.store ?? opts.digestStore ?? defaultStorePath(), { create: true });
-  } else if (opts.digestStore) {
-    store = isStoreRoot(opts.digestStore) ? Store.open(opts.digestStore) : opts.digestStore;
-  }
+  const store: Store | string | null = casRoot !== null ? Store.open(casRoot, { create: opts.snapshot }) : opts.digestStore || null;
   let stored: StoreStats | null = null;
   // the store takes each file as soon as its digest is known, while the rest are hashed
   const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store), false);
