@@ -93,11 +93,13 @@ class Scanner {
   private readonly stack: Frame[] = [];
   private rootDev = -1n;
   private readonly filter: ((name: string) => boolean) | undefined;
+  private readonly top: Buffer;
 
   constructor(
-    private readonly top: Buffer,
+    dir: string | Buffer,
     private readonly opts: ScanOptions,
   ) {
+    this.top = typeof dir === 'string' ? Buffer.from(dir) : dir;
     this.filter = opts.userXattrs ? (name: string): boolean => name.startsWith('user.') : undefined;
   }
 
@@ -231,7 +233,7 @@ class Scanner {
 
 /** Scan `dir` (bytes or string path). Throws CfsError naming the failing path. */
 export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): ScanResult {
-  const s = new Scanner(typeof dir === 'string' ? Buffer.from(dir) : dir, opts);
+  const s = new Scanner(dir, opts);
   s.run();
   return s.res;
 }
@@ -241,7 +243,7 @@ export function scanDirectory(dir: string | Buffer, opts: ScanOptions = {}): Sca
  * the work that onExternal hands them: a pipe holds only 64 KiB of it).
  */
 export async function scanDirectoryAsync(dir: string | Buffer, opts: ScanOptions = {}, sliceMs = 5): Promise<ScanResult> {
-  const s = new Scanner(typeof dir === 'string' ? Buffer.from(dir) : dir, opts);
+  const s = new Scanner(dir, opts);
   while (!s.run(performance.now() + sliceMs)) await new Promise<void>((resolve) => setImmediate(resolve));
   return s.res;
 }
