@@ -18,6 +18,7 @@ interface Libc {
   mknod: (path: Buffer, mode: number, dev: bigint) => number;
   utimensat: (dirfd: number, path: Buffer, times: Buffer, flags: number) => number;
   statx: (dirfd: number, path: Buffer, flags: number, mask: number, buf: Buffer) => number;
+  mallocTrim: (pad: number) => number;
 }
 
 let libc: Libc | null | undefined;
@@ -33,6 +34,7 @@ function load(): Libc | null {
       mknod: lib.func('int mknod(const void *path, uint32_t mode, uint64_t dev)'),
       utimensat: lib.func('int utimensat(int dirfd, const void *path, const void *times, int flags)'),
       statx: lib.func('int statx(int dirfd, const void *path, int flags, unsigned int mask, _Out_ void *buf)'),
+      mallocTrim: lib.func('int malloc_trim(size_t pad)'),
     };
   } catch {
     libc = null;
@@ -69,23 +71,15 @@ export function syncfsAsync(fd: number): Promise<boolean> {
   return new Promise((resolve) => c.syncfs.async(fd, (err, res) => resolve(!err && res === 0)));
 }
 
-let trim: ((pad: number) => number) | null | undefined;
-
 /**
- * Give the heap's free pages back to the system (glibc; a no-op elsewhere). After a full
- * collection, the buffers it freed stay in malloc's arenas otherwise: about 25 MB on /usr.
- * False where there is no malloc_trim.
+ * Give the heap's free pages back to the system (glibc's libc.so.6; false where it cannot be
+ * loaded). After a full collection, the buffers it freed stay in malloc's arenas otherwise:
+ * about 25 MB on /usr.
  */
 export function mallocTrim(): boolean {
-  if (trim === undefined) {
-    try {
-      trim = load() ? koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') : null;
-    } catch {
-      trim = null; // not glibc
-    }
-  }
-  trim?.(0);
-  return trim !== null;
+  const c = load();
+  c?.mallocTrim(0);
+  return c !== null;
 }
 
 /** Flush the whole file system holding fd; false when unavailable. */
