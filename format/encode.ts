@@ -89,6 +89,27 @@ export interface EncodeOptions {
   afterCopy?: () => void;
 }
 
+/** Options of encodeImageLate. */
+export interface LateEncodeOptions extends EncodeOptions {
+  /**
+   * Regular files whose digest comes later: a caller's index (≥ 0, one per file), else -1. Each
+   * is laid out with a placeholder digest and, as its payload, the digest's object path
+   * (`xx/yyyy…`). Only for files whose content no other file can have (for instance, of a size
+   * no other file has): their metacopy and redirect values must not be shared.
+   */
+  late: (inode: Inode) => number;
+}
+
+/** An image with late files still to fill in. */
+export interface LateImage {
+  /** Write the digest of late file `index`, and its object path as its redirect, into the image. */
+  fill(index: number, digest: string): void;
+  /** Late files not filled in yet. */
+  readonly unfilled: number;
+  /** The image, once every late file is filled in. */
+  image(): Buffer;
+}
+
 /** Options of encodePacked. */
 export interface PackOptions {
   /** Name of the input, for error messages. */
@@ -170,6 +191,8 @@ interface ENode {
   /** Directories: [first, end) entry ranges of the full blocks, then of the inline tail. */
   dirBlocks: [number, number][] | null;
   dirTail: [number, number] | null;
+  /** Late files: the caller's index; -1 for all others. */
+  late: number;
 }
 
 const fail = (code: ErrorCode, msg: string, input?: string): never => {
@@ -178,7 +201,7 @@ const fail = (code: ErrorCode, msg: string, input?: string): never => {
 
 const typeOf = (n: { mode: number }): number => n.mode & S_IFMT;
 
-function newENode(src: Inode | null, parent: ENode | null, name: string, consume = false): ENode {
+function newENode(src: Inode | null, parent: ENode | null, name: string, consume = false, late = -1): ENode {
   const n: ENode = {
     mode: src?.mode ?? 0,
     nlink: src?.nlink ?? 1,
@@ -211,6 +234,7 @@ function newENode(src: Inode | null, parent: ENode | null, name: string, consume
     chunkCount: 0,
     dirBlocks: null,
     dirTail: null,
+    late,
   };
   n.parent = parent ?? n;
   return n;
@@ -226,7 +250,7 @@ function pathOf(n: ENode): string {
  * Copy the input tree: one ENode per inode; link names resolve to their owner's ENode.
  * `consume`: directories without link names lose their entries once copied.
  */
-function copyTree(root: Inode, input?: string, consume = false): ENode {
+function copyTree(root: Inode, input?: string, consume = false, late?: (inode: Inode) => number): ENode {
   // Inodes that hardlink names point at; only those need a lookup from inode to copy.
   const linked = new Map<Inode, ENode | null>();
   const walk: Inode[] = [root];
@@ -250,7 +274,7 @@ function copyTree(root: Inode, input?: string, consume = false): ENode {
         hasLinks = true;
         continue;
       }
-      const child = newENode(d.inode, en, d.name, consume);
+      const child = newENode(d.inode, en, d.name, consume, late?.(d.inode) ?? -1);
       entries[i] = { name: d.name, node: child, owned: true };
       if (linked.size > 0 && linked.has(d.inode)) {
         if (linked.get(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
@@ -300,6 +324,15 @@ function metacopyValue(hex: string): string {
   return readLatin1(metacopyScratch, 0, metacopyScratch.length);
 }
 
+/**
+ * Placeholder metacopy and redirect values of late file `index`: as long as real ones, never
+ * equal to one (a real metacopy value starts with METACOPY_HEADER, a real redirect is hex).
+ */
+function latePlaceholders(index: number): { metacopy: string; redirect: string } {
+  const tag = index.toString(16).padStart(32, '0');
+  return { metacopy: '\xff\xff\xff\xff' + tag, redirect: '/!!/' + tag.padStart(62, '0') };
+}
+
 /** Writes signed 64-bit values; most inodes share a few mtimes, so it keeps the last one. */
 function s64Writer(): (img: Buffer, v: bigint, at: number) => void {
   let last: bigint | null = null;
@@ -324,6 +357,9 @@ interface WriteContext {
   writeS64: (img: Buffer, v: bigint, at: number) => void;
   /** Packed image: regular file data is the caller's to write. */
   packed: boolean;
+  /** Late files: index → offsets of the metacopy and redirect values. */
+  lateSlots: Map<number, [number, number]> | null;
+  input: string | undefined;
 }
 
 /** chunkbits and chunk count of an external file (chunk-based, every chunk a hole). */
@@ -367,7 +403,12 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
       xs[i] = { key: OVERLAY_ESCAPED_PREFIX + x.key.slice(OVERLAY_PREFIX.length), value: x.value };
     }
   }
-  if (isExternal(n)) {
+  if (n.late >= 0) {
+    if (!isExternal(n)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: only a file kept outside the image can have its digest filled in later`, input);
+    const p = latePlaceholders(n.late);
+    set(n, XATTR_METACOPY, p.metacopy, input);
+    set(n, XATTR_REDIRECT, p.redirect, input);
+  } else if (isExternal(n)) {
     const value = n.digest !== null ? metacopyValue(n.digest) : EMPTY;
     set(n, XATTR_METACOPY, value, input);
     if (n.payload) set(n, XATTR_REDIRECT, '/' + n.payload, input);
@@ -768,6 +809,38 @@ export function encodeImage(root: Inode, opts: EncodeOptions = {}): Buffer {
 }
 
 /**
+ * encodeImage with some digests still unknown (see LateEncodeOptions): the layout does not
+ * depend on them, so the image is complete once each is filled in.
+ */
+export function encodeImageLate(root: Inode, opts: LateEncodeOptions): LateImage {
+  const { img, lateSlots } = encode(root, opts, null);
+  const slots = lateSlots!;
+  let unfilled = slots.size;
+  const metacopy = Buffer.alloc(4 + 32);
+  metacopy.set(METACOPY_HEADER);
+  return {
+    fill(index, digest) {
+      const slot = slots.get(index);
+      if (!slot) throw new RangeError(`no late file ${index} in this image`);
+      if (!/^[0-9a-f]{64}$/.test(digest)) throw new RangeError(`invalid digest ${JSON.stringify(digest)}`);
+      if (slot[0] < 0) throw new RangeError(`late file ${index} is filled in already`);
+      metacopy.write(digest, 4, 'hex');
+      metacopy.copy(img, slot[0]);
+      img.write(`/${digest.slice(0, 2)}/${digest.slice(2)}`, slot[1], 'latin1');
+      slot[0] = -1;
+      unfilled--;
+    },
+    get unfilled() {
+      return unfilled;
+    },
+    image() {
+      if (unfilled > 0) throw new Error(`${unfilled} late file(s) not filled in`);
+      return img;
+    },
+  };
+}
+
+/**
  * Lay out a packed image of a tree and emit its metadata. The caller writes `meta` at offset 0,
  * each file's content where `data` says, and makes the image `totalBlocks` blocks long.
  */
@@ -777,7 +850,11 @@ export function encodePacked(root: Inode, opts: PackOptions = {}): PackedImage {
 }
 
 /** The encoder proper; `pack` set = a packed image (metadata only in `img`). */
-function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { img: Buffer; packed?: Omit<PackedImage, 'meta'> } {
+function encode(
+  root: Inode,
+  opts: EncodeOptions & { late?: (inode: Inode) => number },
+  pack: PackOptions | null,
+): { img: Buffer; packed?: Omit<PackedImage, 'meta'>; lateSlots?: Map<number, [number, number]> } {
   const input = opts.input;
   let version = 0;
   if (!pack) {
@@ -792,7 +869,7 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   } else if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
 
   // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
-  const eroot = copyTree(root, input, opts.consume === true && !pack);
+  const eroot = copyTree(root, input, opts.consume === true && !pack, pack ? undefined : opts.late);
   opts.afterCopy?.();
   rewriteTree(eroot, pack ? -1 : version, input);
   if (!pack) {
@@ -852,12 +929,13 @@ function encode(root: Inode, opts: EncodeOptions, pack: PackOptions | null): { i
   img.writeUInt32LE(Math.floor(inodesEnd / BLOCK_SIZE), sb + S.xattrBlkaddr);
 
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null };
+  const lateSlots = opts.late ? new Map<number, [number, number]>() : null;
+  const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null, lateSlots, input };
   for (const n of nodes) writeInode(img, n, ctx);
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x, names);
   for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
-  return { img, packed };
+  return { img, packed, lateSlots: lateSlots ?? undefined };
 }
 
 /**
@@ -1015,8 +1093,11 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     }
     refs = 0;
     for (let i = 0; i < n.xattrs.length; i++) {
-      if (pairs !== null && pairs[i].offset >= 0 && refs < n.nShared) refs++;
-      else p = writeXattr(img, p, n.xattrs[i], ctx.names);
+      const x = n.xattrs[i];
+      const inline = !(pairs !== null && pairs[i].offset >= 0 && refs < n.nShared);
+      if (n.late >= 0 && (x.key === XATTR_METACOPY || x.key === XATTR_REDIRECT)) noteLate(n, x.key, inline ? p + XATTR_ENTRY.SIZE + x.key.length - (ctx.names.prefix(x.key) & 0xff) : -1, ctx);
+      if (inline) p = writeXattr(img, p, x, ctx.names);
+      else refs++;
     }
     pos += n.xattrSize;
   }
@@ -1031,6 +1112,15 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
       writeLatin1(img, n.content.slice(n.size - n.tail), pos);
     }
   }
+}
+
+/** Where a late file's metacopy or redirect value goes (-1: in the shared table, which it must not be). */
+function noteLate(n: ENode, key: string, at: number, ctx: WriteContext): void {
+  if (at < 0) fail(ErrorCode.InvalidTree, `${pathOf(n)}: its digest cannot be filled in later, another file has the same ${key} value`, ctx.input);
+  let slot = ctx.lateSlots!.get(n.late);
+  if (!slot) ctx.lateSlots!.set(n.late, (slot = [-1, -1]));
+  else if (slot[key === XATTR_METACOPY ? 0 : 1] >= 0) fail(ErrorCode.InvalidTree, `${pathOf(n)}: late file index ${n.late} is used twice`, ctx.input);
+  slot[key === XATTR_METACOPY ? 0 : 1] = at;
 }
 
 function writeData(img: Buffer, n: ENode): void {
