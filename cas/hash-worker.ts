@@ -1,19 +1,43 @@
-/** Hash helper process: fs-verity digests of files. Receives batches of paths, answers hex digests. */
+/**
+ * Hash helper process: fs-verity digests of files. Receives batches of paths, answers hex
+ * digests, one batch per turn of its event loop so that messages are read as they come: a
+ * `reclaim` request gets back, unhashed, every batch still waiting here.
+ */
 import { type DigestOrError, digestsOf } from './digest.js';
 
 export interface HashRequest {
+  /** the request's number, echoed back */
   id: number;
   /** Paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab. */
   paths: string[];
-  /** total size of the files, echoed back for load balancing */
-  bytes: number;
 }
-export interface HashReply {
-  id: number;
-  bytes: number;
-  results: DigestOrError[];
+export interface ReclaimRequest {
+  reclaim: true;
+}
+export type HashReply = { id: number; results: DigestOrError[] } | { reclaimed: number[] };
+
+const waiting: HashRequest[] = [];
+let scheduled = false;
+
+function work(): void {
+  scheduled = false;
+  const req = waiting.shift();
+  if (!req) return;
+  process.send!({ id: req.id, results: digestsOf(req.paths) } satisfies HashReply);
+  schedule();
 }
 
-process.on('message', (req: HashRequest) => {
-  process.send!({ id: req.id, bytes: req.bytes, results: digestsOf(req.paths) } satisfies HashReply);
+function schedule(): void {
+  if (scheduled || waiting.length === 0) return;
+  scheduled = true;
+  setImmediate(work);
+}
+
+process.on('message', (req: HashRequest | ReclaimRequest) => {
+  if ('reclaim' in req) {
+    process.send!({ reclaimed: waiting.splice(0).map((r) => r.id) } satisfies HashReply);
+    return;
+  }
+  waiting.push(req);
+  schedule();
 });

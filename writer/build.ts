@@ -1,7 +1,7 @@
 /** cfs-writer's directory mode: scan, digest, optionally fill a store, encode. */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { CfsError, ErrorCode, encodeImage } from '../format/index.js';
+import { CfsError, ErrorCode, type Inode, encodeImage, encodeImageLate } from '../format/index.js';
 import { objectRelPath } from '../cas/store.js';
 import { mallocTrim } from '../cas/sys.js';
 import { type ExternalFile, type ScanOptions, scanDirectoryAsync } from './from-dir.js';
@@ -16,8 +16,10 @@ export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   maxVersion?: number;
   /** Called for each external file as soon as its digest is known (e.g. to stage it in a store). */
   onDigest?: (file: ExternalFile) => void;
-  /** Called once the external files have their digests, before encoding (e.g. to store them). */
-  onStore?: (files: ExternalFile[]) => void | Promise<void>;
+  /** Called once every external file has its digest (e.g. to store them). */
+  onStore?: () => void | Promise<void>;
+  /** Called when encoding starts. */
+  onEncode?: () => void;
   onHashProgress?: (done: number, bytes: number) => void;
   /** Digests of unchanged files from an earlier run; fresh ones are noted in it. */
   cache?: DigestCache;
@@ -85,6 +87,11 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
       setDigest(file, cached);
     }
   };
+  /** Throw what went wrong with the files answered so far. */
+  const check = (): void => {
+    if (digestError) throw digestError;
+    if (failed.length) throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
+  };
   try {
     // the scan pauses every few ms, so helpers get their batches as they are made
     const scan = await scanDirectoryAsync(dir, {
@@ -101,20 +108,55 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
       },
     });
     lookUp();
-    await pool?.drain();
-    await pool?.close(); // the workers' memory is better spent on encoding
-    if (digestError) throw digestError;
-    if (failed.length) {
-      throw new CfsError(ErrorCode.Io, `cannot read ${failed.length} file(s): ${failed.slice(0, 3).join('; ')}`, { input: String(dir) });
-    }
-    if (opts.onStore) await opts.onStore(scan.external);
     const files = scan.external.length;
-    hashed = scan.external = []; // paths and stats are not needed to encode
     // One full collection once the encoder has copied the tree (the scan's garbage and the
     // consumed tree go together), on big trees only: on small ones it costs more than it saves.
     // One before encoding as well did not lower the peak.
-    const afterCopy = scan.entries >= BIG_TREE ? fullGc : undefined;
-    const image = encodeImage(scan.root, { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy });
+    const encodeOpts = {
+      minVersion: opts.minVersion,
+      maxVersion: opts.maxVersion,
+      input: String(dir),
+      consume: true,
+      afterCopy: scan.entries >= BIG_TREE ? fullGc : undefined,
+    };
+    let image: Buffer;
+    if (pool?.helping) {
+      // The layout depends on a digest only where two files may have the same content, that
+      // is the same size. Those are hashed first; the encoder lays out the image meanwhile the
+      // helpers hash the rest, and their digests are filled in at the end.
+      const sizes = new Map<number, number>();
+      for (const f of scan.external) sizes.set(f.inode.size, (sizes.get(f.inode.size) ?? 0) + 1);
+      pool.prioritize((i) => sizes.get(hashed[i].inode.size) !== 1);
+      await pool.drain(true);
+      check();
+      const late = new Map<Inode, number>();
+      const pending: ExternalFile[] = new Array(hashed.length);
+      for (let i = 0; i < hashed.length; i++) {
+        if (hashed[i].inode.digest !== null) continue;
+        late.set(hashed[i].inode, i);
+        pending[i] = hashed[i];
+      }
+      hashed = pending;
+      scan.external = []; // only the files still hashed need their paths and stats
+      pool.handOff();
+      opts.onEncode?.();
+      const out = encodeImageLate(scan.root, { ...encodeOpts, late: (inode) => late.get(inode) ?? -1 });
+      pool.reclaim();
+      await pool.drain();
+      await pool.close();
+      check();
+      for (const [inode, i] of late) out.fill(i, inode.digest!);
+      image = out.image();
+      if (opts.onStore) await opts.onStore();
+    } else {
+      await pool?.drain();
+      await pool?.close(); // the workers' memory is better spent on encoding
+      check();
+      if (opts.onStore) await opts.onStore();
+      hashed = scan.external = []; // paths and stats are not needed to encode
+      opts.onEncode?.();
+      image = encodeImage(scan.root, encodeOpts);
+    }
     return { image, entries: scan.entries, skipped: scan.skipped, files, externalBytes: scan.externalBytes };
   } finally {
     await pool?.close();

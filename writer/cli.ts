@@ -11,7 +11,6 @@ import { ObjectStager, PlainObjects, Store, type StagedTotals, defaultStorePath,
 import { buildFromDirectory } from './build.js';
 import { DigestCache } from './digest-cache.js';
 import { Index } from '../cas/index.js';
-import type { ExternalFile } from './from-dir.js';
 import { verityDigest } from '../cas/sha256-native.js';
 
 const TOOL = 'cfs-writer';
@@ -94,17 +93,6 @@ interface StoreStats extends StagedTotals {
   needs?: { objects: string[]; logical: number };
 }
 
-/** The objects the image needs and their total st_size, for registering it. */
-function imageNeeds(files: ExternalFile[]): NonNullable<StoreStats['needs']> {
-  const objects = new Set<string>();
-  let logical = 0;
-  for (const f of files) {
-    objects.add(f.inode.digest!);
-    logical += f.inode.size;
-  }
-  return { objects: [...objects], logical };
-}
-
 async function fromDirectory(source: string, image: string | undefined, opts: Opts): Promise<number> {
   if (!fs.existsSync(source)) throw new UsageError(`${source}: no such directory`);
   if (opts.relative && (opts.digestStore || opts.snapshot)) throw new UsageError('--relative does not go with --digest-store or --snapshot');
@@ -122,6 +110,9 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   // the store takes each file as soon as its digest is known, while the rest are hashed
   const stager = store === null ? undefined : store instanceof Store ? store.stager({ imageFollows: opts.snapshot }) : new ObjectStager(new PlainObjects(store), false);
   let cacheFile: Index | null = null;
+  const needed = new Set<string>();
+  let logical = 0;
+  let files = 0;
   try {
     // opened in here, so that a bad file leaves no staging directory behind
     if (opts.digestCache !== undefined) cacheFile = openDigestCache(opts.digestCache);
@@ -142,19 +133,27 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       cache,
       onProgress: (n) => progress.update(() => `scanning: ${n} entries`),
       onHashProgress: (n, bytes) => progress.update(() => `hashing: ${n} files, ${fmtBytes(bytes)} (${progress.rate(bytes)})`),
-      onDigest: stager ? (f) => stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size }) : undefined,
-      onStore: async (files) => {
+      onDigest: stager
+        ? (f) => {
+            stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size });
+            files++;
+            if (!opts.snapshot) return;
+            // what the image needs, for registering it
+            needed.add(f.inode.digest!);
+            logical += f.inode.size;
+          }
+        : undefined,
+      onStore: async () => {
         if (stager) {
-          progress.show(`syncing: ${files.length} files into ${store instanceof Store ? store.root : store}`);
-          stored = { ...(await stager.commit()), needs: opts.snapshot ? imageNeeds(files) : undefined };
+          progress.show(`syncing: ${files} files into ${store instanceof Store ? store.root : store}`);
+          stored = { ...(await stager.commit()), needs: opts.snapshot ? { objects: [...needed], logical } : undefined };
         }
-        // the digests are facts about the files, whatever becomes of the image; and a cache
-        // file's memory is better spent on encoding
+        // the digests are facts about the files, whatever becomes of the image
         cache?.save();
         cacheFile?.close();
         cacheFile = null;
-        progress.show('encoding the image');
       },
+      onEncode: () => progress.show('encoding the image'),
     });
     progress.done();
     const img = result.image;

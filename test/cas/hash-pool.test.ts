@@ -78,4 +78,45 @@ describe('HashPool', () => {
     await pool.close();
     expect(got.get(0)).toMatchObject({ code: 'ENOENT' });
   });
+
+  it('hashes the files asked for first, and takes back what a helper has not started', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
+    try {
+      // 64 files of 1 MiB and more (big: queued behind small ones, 8 to a batch) and 64 small
+      // ones; a helper starts past 16 MiB and gets up to 32 MiB ahead
+      const sizes = Array.from({ length: 128 }, (_, i) => (i % 2 === 0 ? (1 << 20) + i : 3000 + i));
+      const files = sizes.map((n, i) => {
+        const f = path.join(dir, `f${i}`);
+        fs.writeFileSync(f, Buffer.alloc(n, i & 0xff));
+        return f;
+      });
+      const order: number[] = [];
+      const got = new Map<number, HashResult>();
+      const pool = new HashPool(2, (i, r) => {
+        order.push(i);
+        got.set(i, r);
+      });
+      try {
+        files.forEach((f, i) => pool.submit(Buffer.from(f), sizes[i]));
+        expect(pool.helping).toBe(true);
+        const need = (i: number): boolean => i % 16 === 0;
+        pool.prioritize(need);
+        await pool.drain(true);
+        expect(files.every((_, i) => !need(i) || got.has(i))).toBe(true);
+        // what is left goes to the helper (which reads its requests as they come), and what
+        // it has not started comes back
+        pool.handOff();
+        pool.reclaim();
+        await pool.drain();
+        expect(pool.reclaimed).toBeGreaterThan(0);
+      } finally {
+        await pool.close();
+      }
+      expect(order.length).toBe(files.length);
+      expect(new Set(order).size).toBe(files.length);
+      files.forEach((f, i) => expect(got.get(i)?.digest, f).toBe(fsverityDigest(fs.readFileSync(f), cryptoBlockHasher).toString('hex')));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
