@@ -147,6 +147,7 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
         if (stager) {
           progress.show(`syncing: ${files} files into ${store instanceof Store ? store.root : store}`);
           stored = { ...(await stager.commit()), needs: opts.snapshot ? { objects: [...needed], logical } : undefined };
+          needed.clear(); // the array is smaller
         }
         // the digests are facts about the files, whatever becomes of the image
         cache?.save();
