@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage } from '../format/index.js';
+import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage, objectRelPath } from '../format/index.js';
 import { Index } from './index.js';
 import { LOCK_EX, LOCK_SH, enableVerity, flock, syncfs, syncfsAsync } from './sys.js';
 import { verityDigest } from './sha256-native.js';
@@ -18,10 +18,8 @@ const MARKER = { format: 'composefs-ts store', version: 1, blockSize: 4096, hash
 /** Marker hash names accepted on open ('fs-verity-sha256' was written by early builds). */
 const MARKER_HASHES = new Set(['sha256', 'fs-verity-sha256']);
 
-/** "ab/cdef…": the first byte of the digest, '/', the other 31 bytes, lower-case hex. */
-export function objectRelPath(hexDigest: string): string {
-  return `${hexDigest.slice(0, 2)}/${hexDigest.slice(2)}`;
-}
+/** Objects live at objects/<objectRelPath(digest)>. */
+export { objectRelPath };
 
 const HEX64 = /^[0-9a-f]{64}$/;
 export function checkDigest(hex: string): string {

@@ -69,7 +69,7 @@ import {
   ACL_XATTRS,
   isValidModeType,
 } from './layout.js';
-import type { Inode, Xattr } from './tree.js';
+import { type Inode, type Xattr, objectRelPath } from './tree.js';
 import { xxh32 } from './xxhash.js';
 import { readLatin1, writeLatin1 } from './bytes.js';
 
@@ -318,10 +318,14 @@ const X = 'x';
 const Y = 'y';
 const metacopyScratch = Buffer.alloc(4 + 32);
 metacopyScratch.set(METACOPY_HEADER);
-/** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a flat string). */
-function metacopyValue(hex: string): string {
+/** trusted.overlay.metacopy value for a digest: header + 32 digest bytes (a shared scratch buffer). */
+function metacopyBytes(hex: string): Buffer {
   metacopyScratch.write(hex, 4, 'hex');
-  return readLatin1(metacopyScratch, 0, metacopyScratch.length);
+  return metacopyScratch;
+}
+/** metacopyBytes as a flat string. */
+function metacopyValue(hex: string): string {
+  return readLatin1(metacopyBytes(hex), 0, metacopyScratch.length);
 }
 
 /**
@@ -816,17 +820,14 @@ export function encodeImageLate(root: Inode, opts: LateEncodeOptions): LateImage
   const { img, lateSlots } = encode(root, opts, null);
   const slots = lateSlots!;
   let unfilled = slots.size;
-  const metacopy = Buffer.alloc(4 + 32);
-  metacopy.set(METACOPY_HEADER);
   return {
     fill(index, digest) {
       const slot = slots.get(index);
       if (!slot) throw new RangeError(`no late file ${index} in this image`);
       if (!/^[0-9a-f]{64}$/.test(digest)) throw new RangeError(`invalid digest ${JSON.stringify(digest)}`);
       if (slot[0] < 0) throw new RangeError(`late file ${index} is filled in already`);
-      metacopy.write(digest, 4, 'hex');
-      metacopy.copy(img, slot[0]);
-      img.write(`/${digest.slice(0, 2)}/${digest.slice(2)}`, slot[1], 'latin1');
+      metacopyBytes(digest).copy(img, slot[0]);
+      img.write('/' + objectRelPath(digest), slot[1], 'latin1');
       slot[0] = -1;
       unfilled--;
     },
@@ -1119,8 +1120,9 @@ function noteLate(n: ENode, key: string, at: number, ctx: WriteContext): void {
   if (at < 0) fail(ErrorCode.InvalidTree, `${pathOf(n)}: its digest cannot be filled in later, another file has the same ${key} value`, ctx.input);
   let slot = ctx.lateSlots!.get(n.late);
   if (!slot) ctx.lateSlots!.set(n.late, (slot = [-1, -1]));
-  else if (slot[key === XATTR_METACOPY ? 0 : 1] >= 0) fail(ErrorCode.InvalidTree, `${pathOf(n)}: late file index ${n.late} is used twice`, ctx.input);
-  slot[key === XATTR_METACOPY ? 0 : 1] = at;
+  const which = key === XATTR_METACOPY ? 0 : 1;
+  if (slot[which] >= 0) fail(ErrorCode.InvalidTree, `${pathOf(n)}: late file index ${n.late} is used twice`, ctx.input);
+  slot[which] = at;
 }
 
 function writeData(img: Buffer, n: ENode): void {

@@ -41,6 +41,11 @@ export interface Dirent {
   link: boolean;
 }
 
+/** "ab/cdef…": where a digest store keeps the object of `hexDigest` (the payload mkcomposefs gives it). */
+export function objectRelPath(hexDigest: string): string {
+  return `${hexDigest.slice(0, 2)}/${hexDigest.slice(2)}`;
+}
+
 export function newInode(mode: number, fields?: Partial<Inode>): Inode {
   const inode: Inode = {
     mode,

@@ -1,8 +1,7 @@
 /** cfs-writer's directory mode: scan, digest, optionally fill a store, encode. */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { CfsError, ErrorCode, type Inode, encodeImage, encodeImageLate } from '../format/index.js';
-import { objectRelPath } from '../cas/store.js';
+import { CfsError, ErrorCode, type Inode, encodeImage, encodeImageLate, objectRelPath } from '../format/index.js';
 import { mallocTrim } from '../cas/sys.js';
 import { type ExternalFile, type ScanOptions, scanDirectoryAsync } from './from-dir.js';
 import type { DigestCache } from './digest-cache.js';
@@ -16,8 +15,8 @@ export interface BuildOptions extends Omit<ScanOptions, 'onExternal'> {
   maxVersion?: number;
   /** Called for each external file as soon as its digest is known (e.g. to stage it in a store). */
   onDigest?: (file: ExternalFile) => void;
-  /** Called once every external file has its digest (e.g. to store them). */
-  onStore?: () => void | Promise<void>;
+  /** Called once each of the `files` external files has its digest (e.g. to store them). */
+  onStore?: (files: number) => void | Promise<void>;
   /** Called when encoding starts. */
   onEncode?: () => void;
   onHashProgress?: (done: number, bytes: number) => void;
@@ -147,12 +146,12 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
       check();
       for (const [inode, i] of late) out.fill(i, inode.digest!);
       image = out.image();
-      if (opts.onStore) await opts.onStore();
+      if (opts.onStore) await opts.onStore(files);
     } else {
       await pool?.drain();
       await pool?.close(); // the workers' memory is better spent on encoding
       check();
-      if (opts.onStore) await opts.onStore();
+      if (opts.onStore) await opts.onStore(files);
       hashed = scan.external = []; // paths and stats are not needed to encode
       opts.onEncode?.();
       image = encodeImage(scan.root, encodeOpts);

@@ -112,7 +112,6 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
   let cacheFile: Index | null = null;
   const needed = new Set<string>();
   let logical = 0;
-  let files = 0;
   try {
     // opened in here, so that a bad file leaves no staging directory behind
     if (opts.digestCache !== undefined) cacheFile = openDigestCache(opts.digestCache);
@@ -136,14 +135,13 @@ async function fromDirectory(source: string, image: string | undefined, opts: Op
       onDigest: stager
         ? (f) => {
             stager.add({ path: f.path, digest: f.inode.digest!, size: f.inode.size });
-            files++;
             if (!opts.snapshot) return;
             // what the image needs, for registering it
             needed.add(f.inode.digest!);
             logical += f.inode.size;
           }
         : undefined,
-      onStore: async () => {
+      onStore: async (files) => {
         if (stager) {
           progress.show(`syncing: ${files} files into ${store instanceof Store ? store.root : store}`);
           stored = { ...(await stager.commit()), needs: opts.snapshot ? { objects: [...needed], logical } : undefined };
