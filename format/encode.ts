@@ -87,6 +87,8 @@ export interface EncodeOptions {
   consume?: boolean;
   /** Called once the tree is copied (with `consume`, a good moment for a full GC). */
   afterCopy?: () => void;
+  /** Called once the copy is rewritten for overlayfs (digests and payloads became xattrs: another). */
+  afterRewrite?: () => void;
 }
 
 /** Options of encodeImageLate. */
@@ -391,6 +393,27 @@ function checkNode(n: ENode, input?: string): void {
   if (n.budget > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
 }
 
+/** '/' + payload as one flat string (a concatenation would keep both parts alive). */
+function redirectValue(payload: string): string {
+  const b = Buffer.allocUnsafe(payload.length + 1);
+  b[0] = 0x2f;
+  writeLatin1(b, payload, 1);
+  return readLatin1(b, 0, b.length);
+}
+
+/**
+ * An external file's metacopy and redirect (null = none) xattrs. The digest and payload are
+ * then no longer needed: they are dropped, as is any spare room in the xattr list (on a big
+ * tree these add up to a quarter of the encoder's heap).
+ */
+function setOverlay(n: ENode, metacopy: string, redirect: string | null, input?: string): void {
+  set(n, XATTR_METACOPY, metacopy, input);
+  if (redirect !== null) set(n, XATTR_REDIRECT, redirect, input);
+  if (n.xattrs.length <= 2) n.xattrs = n.xattrs.slice(); // pushing onto [] reserved 16 slots
+  n.digest = null;
+  n.payload = null;
+}
+
 /** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
 function rewriteNode(n: ENode, version: number, input?: string): void {
   checkNode(n, input);
@@ -410,12 +433,9 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
   if (n.late >= 0) {
     if (!isExternal(n)) fail(ErrorCode.InvalidTree, `${pathOf(n)}: only a file kept outside the image can have its digest filled in later`, input);
     const p = latePlaceholders(n.late);
-    set(n, XATTR_METACOPY, p.metacopy, input);
-    set(n, XATTR_REDIRECT, p.redirect, input);
+    setOverlay(n, p.metacopy, p.redirect, input);
   } else if (isExternal(n)) {
-    const value = n.digest !== null ? metacopyValue(n.digest) : EMPTY;
-    set(n, XATTR_METACOPY, value, input);
-    if (n.payload) set(n, XATTR_REDIRECT, '/' + n.payload, input);
+    setOverlay(n, n.digest !== null ? metacopyValue(n.digest) : EMPTY, n.payload ? redirectValue(n.payload) : null, input);
   }
   if (typeOf(n) === S_IFCHR && n.rdev === 0) {
     const parent = n.parent;
@@ -873,6 +893,7 @@ function encode(
   const eroot = copyTree(root, input, opts.consume === true && !pack, pack ? undefined : opts.late);
   opts.afterCopy?.();
   rewriteTree(eroot, pack ? -1 : version, input);
+  opts.afterRewrite?.();
   if (!pack) {
     set(eroot, XATTR_OPAQUE, Y, input);
     addRootWhiteouts(eroot);

@@ -78,3 +78,21 @@ describe('encodeImageLate', () => {
     expect(() => encodeImageLate(small.root, { late: () => 0 })).toThrow(/only a file kept outside the image/);
   });
 });
+
+describe('encodeImage: the copy it works on', () => {
+  const snapshot = (root: Inode): string => JSON.stringify(root, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
+
+  it('leaves the tree as it was without consume, and calls afterCopy, then afterRewrite', () => {
+    for (const v of loadVectors().filter((x) => x.set === 'generated' && x.sha256 !== null)) {
+      const root = parseDump(v.input, { strict: v.strict });
+      const before = snapshot(root);
+      const calls: string[] = [];
+      const opts = { minVersion: v.minVersion, maxVersion: v.maxVersion, afterCopy: () => calls.push('copy'), afterRewrite: () => calls.push('rewrite') };
+      const once = encodeImage(root, opts);
+      expect(snapshot(root)).toBe(before);
+      expect(calls).toEqual(['copy', 'rewrite']);
+      // consumed: the same bytes again from a fresh parse
+      expect(encodeImage(parseDump(v.input, { strict: v.strict }), { ...opts, consume: true }).equals(once)).toBe(true);
+    }
+  });
+});
