@@ -129,14 +129,14 @@ export class HashPool {
     }
   }
 
-  /** Queue one file of `size` bytes; its index is the order of submission. */
-  submit(path: Buffer, size: number): number {
+  /** Queue one file (its path in bytes, or as a latin1 string) of `size` bytes; its index is the order of submission. */
+  submit(path: Buffer | string, size: number): number {
     if (this.need) throw new Error('HashPool: submit after prioritize');
     this.outstanding++;
     const big = size >= BIG_FILE;
     const b = big ? this.open.later : this.open.soon;
     b.indexes.push(this.submitted);
-    b.paths.push(path.toString('latin1'));
+    b.paths.push(typeof path === 'string' ? path : path.toString('latin1'));
     b.bytes += size;
     if (b.paths.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) this.seal(big);
     return this.submitted++;

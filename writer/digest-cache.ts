@@ -24,8 +24,9 @@ export class DigestCache {
     this.racyAfter = startNs - RACY_NS;
   }
 
+  /** `f` must be scanned with ScanOptions.stamps. */
   private static key(f: ExternalFile): [string, string] {
-    const s = f.stat;
+    const s = f.stat!;
     return [`${s.dev}:${s.ino}`, `${f.inode.size}:${s.mtimeNs}:${s.ctimeNs}`];
   }
 
@@ -48,7 +49,8 @@ export class DigestCache {
 
   /** Remember the digest just computed for `f`. */
   note(f: ExternalFile, digest: string): void {
-    if (f.stat.ctimeNs >= this.racyAfter || f.stat.mtimeNs >= this.racyAfter) return;
+    const s = f.stat!;
+    if (s.ctimeNs >= this.racyAfter || s.mtimeNs >= this.racyAfter) return;
     this.fresh.push([...DigestCache.key(f), digest]);
   }
 

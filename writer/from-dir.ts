@@ -39,25 +39,58 @@ export interface ScanOptions {
   ignoreErrors?: boolean;
   /** Called every few hundred entries. */
   onProgress?: (entries: number) => void;
-  /** Called for each external file as it is found (its index in `external`). */
+  /**
+   * Called for each external file as it is found (`index`: how many came before). The scan
+   * then keeps no list of them: the caller keeps what it needs (on a big tree they weigh more
+   * than the tree).
+   */
   onExternal?: (file: ExternalFile, index: number) => void;
+  /** Note each external file's FileStamp (for a digest cache). */
+  stamps?: boolean;
 }
 
-/** A regular file whose content lives outside the image. */
-export interface ExternalFile {
-  inode: Inode;
+/** What tells a later scan that a file is unchanged: st_dev, st_ino, mtime and ctime. */
+export interface FileStamp {
+  dev: bigint;
+  ino: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/** A regular file whose content lives outside the image. Paths are built when asked for. */
+export class ExternalFile {
+  constructor(
+    readonly inode: Inode,
+    /** Its directory's path as given and relative to the scanned one (latin1). */
+    private readonly dirPath: string,
+    private readonly dirRel: string,
+    readonly name: string,
+    /** With ScanOptions.stamps, else null. */
+    readonly stat: FileStamp | null,
+  ) {}
+
+  /** Absolute or DIR-relative path as given, bytes as a latin1 string. */
+  get pathLatin1(): string {
+    return `${this.dirPath}/${this.name}`;
+  }
+
   /** Absolute or DIR-relative path as given, in bytes. */
-  path: Buffer;
+  get path(): Buffer {
+    return Buffer.from(this.pathLatin1, 'latin1');
+  }
+
   /** Path relative to the scanned directory, latin1. */
-  rel: string;
-  /** lstat of the source file, for the digest cache. */
-  stat: { dev: bigint; ino: bigint; mtimeNs: bigint; ctimeNs: bigint };
+  get rel(): string {
+    return this.dirRel === '' ? this.name : `${this.dirRel}/${this.name}`;
+  }
 }
 
 export interface ScanResult {
   root: Inode;
-  /** Regular files larger than INLINE_MAX, in depth-first name order. */
+  /** Regular files larger than INLINE_MAX, in depth-first name order (none kept with onExternal). */
   external: ExternalFile[];
+  /** How many external files were found. */
+  files: number;
   entries: number;
   /** Entries skipped with ignoreErrors. */
   skipped: number;
@@ -86,7 +119,7 @@ interface Frame {
  * can let its event loop run (helpers' messages in and out) without changing the result.
  */
 class Scanner {
-  readonly res: ScanResult = { root: null as unknown as Inode, external: [], entries: 0, skipped: 0, externalBytes: 0 };
+  readonly res: ScanResult = { root: null as unknown as Inode, external: [], files: 0, entries: 0, skipped: 0, externalBytes: 0 };
   private readonly byDevIno = new Map<string, Inode>();
   /** with hardlinks: inodes that already have their owning name */
   private readonly owned = new Set<Inode>();
@@ -111,7 +144,7 @@ class Scanner {
   run(deadline = Infinity): boolean {
     const { opts, stack } = this;
     if (this.res.root === null) {
-      const root = this.load(cPath(this.top), '');
+      const root = this.load(cPath(this.top), null, '');
       if (!root || (root.mode & S_IFMT) !== S_IFDIR) throw new CfsError(ErrorCode.Usage, 'not a directory', { input: this.top.toString('latin1') });
       this.res.root = root;
     }
@@ -127,7 +160,7 @@ class Scanner {
       const name = f.names[f.next++];
       if (name.length > MAX_NAME_LEN) this.fail(f.path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
       // a directory child pushes its own frame; its entries are loaded before the next sibling
-      const child = this.load(Buffer.from(`${f.path}/${name}\0`, 'latin1'), f.rel === '' ? name : `${f.rel}/${name}`);
+      const child = this.load(Buffer.from(`${f.path}/${name}\0`, 'latin1'), f, name);
       if (!child) continue;
       // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
       let link = false;
@@ -140,15 +173,16 @@ class Scanner {
     return true;
   }
 
-  /** Load one entry (`pathZ`: its path and a NUL); null when it is skipped. */
-  private load(pathZ: Buffer, rel: string): Inode | null {
+  /** Load entry `name` of `parent` (null: the root; `pathZ`: its path and a NUL); null when it is skipped. */
+  private load(pathZ: Buffer, parent: Frame | null, name: string): Inode | null {
     const { opts, res } = this;
     const path = pathZ.subarray(0, pathZ.length - 1);
+    const isRoot = parent === null;
     let st: LstatResult;
     try {
       st = lstatx(pathZ);
     } catch (e) {
-      if (opts.ignoreErrors && rel !== '') {
+      if (opts.ignoreErrors && !isRoot) {
         res.skipped++;
         return null;
       }
@@ -190,7 +224,7 @@ class Scanner {
         for (const [key, value] of readXattrsZ(pathZ, this.filter)) budget = setXattr(inode.xattrs, key, value, budget);
       }
     } catch (e) {
-      if (opts.ignoreErrors && rel !== '') {
+      if (opts.ignoreErrors && !isRoot) {
         res.skipped++;
         return null;
       }
@@ -198,18 +232,21 @@ class Scanner {
     }
     if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) this.byDevIno.set(`${st.dev}:${st.ino}`, inode);
     if (type === S_IFREG && inode.size > INLINE_MAX) {
-      const stat = { dev: st.dev, ino: st.ino, mtimeNs: BigInt(st.mtimeSec) * NSEC + BigInt(st.mtimeNsec), ctimeNs: BigInt(st.ctimeSec) * NSEC + BigInt(st.ctimeNsec) };
-      const file = { inode, path, rel, stat };
-      res.external.push(file);
+      const stat = opts.stamps
+        ? { dev: st.dev, ino: st.ino, mtimeNs: BigInt(st.mtimeSec) * NSEC + BigInt(st.mtimeNsec), ctimeNs: BigInt(st.ctimeSec) * NSEC + BigInt(st.ctimeNsec) }
+        : null;
+      const file = new ExternalFile(inode, parent!.path, parent!.rel, name, stat);
       res.externalBytes += inode.size;
-      opts.onExternal?.(file, res.external.length - 1);
+      if (opts.onExternal) opts.onExternal(file, res.files);
+      else res.external.push(file);
+      res.files++;
     }
     res.entries++;
     if (opts.onProgress && res.entries % 512 === 0) opts.onProgress(res.entries);
     if (type === S_IFDIR) {
-      if (rel === '') this.rootDev = st.dev;
+      if (isRoot) this.rootDev = st.dev;
       else if (st.dev !== this.rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
-      this.openDir(inode, path, rel);
+      this.openDir(inode, path, isRoot ? '' : parent.rel === '' ? name : `${parent.rel}/${name}`);
     }
     return inode;
   }
