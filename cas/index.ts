@@ -70,6 +70,8 @@ const OBJECT_BATCH = 128;
 const FILE_BATCH = 256;
 
 const BUSY_TIMEOUT_MS = 30_000;
+/** SQLite page cache per connection, KiB. */
+const CACHE_KIB = 2048;
 
 /**
  * `fn` again while SQLite answers SQLITE_BUSY, for up to `ms`. Openers racing to set up a new
@@ -101,6 +103,9 @@ export class Index {
       this.db.exec(SCHEMA);
     });
     this.db.pragma('synchronous = NORMAL');
+    // better-sqlite3 builds SQLite with a 16 MiB page cache per connection; SQLite's own 2 MiB
+    // default costs no time measurable here and keeps cfs-writer's peak memory 14 MB lower
+    this.db.pragma(`cache_size = -${CACHE_KIB}`);
     this.stmts = {
       putObject: this.db.prepare('INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES (?, ?, ?)'),
       putObjects: this.db.prepare(`INSERT OR IGNORE INTO objects (digest, size, first_seen) VALUES ${Array(OBJECT_BATCH).fill('(?, ?, ?)').join(', ')}`),
