@@ -186,6 +186,13 @@ const statxBuf = Buffer.alloc(256);
 const makedev = (major: number, minor: number): bigint =>
   (BigInt(major & 0xfffff000) << 32n) | (BigInt(major & 0xfff) << 8n) | (BigInt(minor & 0xffffff00) << 12n) | BigInt(minor & 0xff);
 
+/** makedev of the last call again (a scan meets one or a few devices): no BigInt arithmetic per entry. */
+let lastDev: [major: number, minor: number, dev: bigint] = [-1, -1, 0n];
+function devOf(major: number, minor: number): bigint {
+  if (major !== lastDev[0] || minor !== lastDev[1]) lastDev = [major, minor, makedev(major, minor)];
+  return lastDev[2];
+}
+
 /**
  * lo + hi * 2^32, as the small integer `lo` when `hi` is 0 (almost always): a double here would
  * make V8 store every size and time of a scanned tree as a boxed number.
@@ -212,7 +219,7 @@ export function lstatx(pathZ: Buffer): LstatResult {
     mtimeNsec: b.readUInt32LE(120),
     ctimeSec: join64(b.readUInt32LE(96), b.readInt32LE(100)),
     ctimeNsec: b.readUInt32LE(104),
-    dev: makedev(b.readUInt32LE(136), b.readUInt32LE(140)),
+    dev: devOf(b.readUInt32LE(136), b.readUInt32LE(140)),
     ino: b.readBigUInt64LE(32),
   };
 }

@@ -162,13 +162,13 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
 /** External files collected before one DigestCache.lookupMany call. */
 const LOOKUP_BATCH = 1024;
 
-/** Entries from which cfs-writer collects garbage after the encoder's copy of the tree. */
+/** Entries from which cfs-writer collects garbage while encoding. */
 export const BIG_TREE = 50_000;
 
 /**
  * A full garbage collection where V8 allows one, then the freed native memory back to the system:
- * the scan leaves much garbage, and so does the encoder's copying of the tree. On /usr this
- * lowers the peak RSS by about 25 MB each.
+ * the encoder's copy of the tree leaves the scanned tree behind as garbage, and its rewrite the
+ * digests and payloads.
  */
 export function fullGc(): void {
   try {

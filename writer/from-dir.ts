@@ -20,6 +20,7 @@ import {
   newInode,
 } from '../format/index.js';
 import { setXattr } from '../format/dumpfile.js';
+import { writeLatin1 } from '../format/bytes.js';
 import { readXattrsZ } from '../cas/xattrs.js';
 import { type LstatResult, cPath, lstatx } from '../cas/sys.js';
 
@@ -127,6 +128,7 @@ class Scanner {
   private rootDev = -1n;
   private readonly filter: ((name: string) => boolean) | undefined;
   private readonly top: Buffer;
+  private scratch = Buffer.allocUnsafe(4096);
 
   constructor(
     dir: string | Buffer,
@@ -144,7 +146,8 @@ class Scanner {
   run(deadline = Infinity): boolean {
     const { opts, stack } = this;
     if (this.res.root === null) {
-      const root = this.load(cPath(this.top), null, '');
+      const top = cPath(this.top);
+      const root = this.load(top, top.length, null, '');
       if (!root || (root.mode & S_IFMT) !== S_IFDIR) throw new CfsError(ErrorCode.Usage, 'not a directory', { input: this.top.toString('latin1') });
       this.res.root = root;
     }
@@ -160,7 +163,8 @@ class Scanner {
       const name = f.names[f.next++];
       if (name.length > MAX_NAME_LEN) this.fail(f.path, 'cannot add entry', new Error(`name longer than ${MAX_NAME_LEN} bytes`));
       // a directory child pushes its own frame; its entries are loaded before the next sibling
-      const child = this.load(Buffer.from(`${f.path}/${name}\0`, 'latin1'), f, name);
+      const lenZ = f.path.length + name.length + 2;
+      const child = this.load(this.childPathZ(f.path, name, lenZ), lenZ, f, name);
       if (!child) continue;
       // with --hardlinks, the first name met (depth first) owns the inode, later names link to it
       let link = false;
@@ -173,10 +177,24 @@ class Scanner {
     return true;
   }
 
-  /** Load entry `name` of `parent` (null: the root; `pathZ`: its path and a NUL); null when it is skipped. */
-  private load(pathZ: Buffer, parent: Frame | null, name: string): Inode | null {
+  /** `${dir}/${name}` and a NUL (`len` bytes) at the start of a buffer reused for every entry. */
+  private childPathZ(dir: string, name: string, len: number): Buffer {
+    if (len > this.scratch.length) this.scratch = Buffer.allocUnsafe(len * 2);
+    const b = this.scratch;
+    writeLatin1(b, dir, 0);
+    b[dir.length] = 0x2f;
+    writeLatin1(b, name, dir.length + 1);
+    b[len - 1] = 0;
+    return b;
+  }
+
+  /**
+   * Load entry `name` of `parent` (null: the root); `pathZ` holds its path and a NUL in its first
+   * `lenZ` bytes, until the next call. Returns null when the entry is skipped.
+   */
+  private load(pathZ: Buffer, lenZ: number, parent: Frame | null, name: string): Inode | null {
     const { opts, res } = this;
-    const path = pathZ.subarray(0, pathZ.length - 1);
+    const path = (): Buffer => pathZ.subarray(0, lenZ - 1);
     const isRoot = parent === null;
     let st: LstatResult;
     try {
@@ -186,7 +204,7 @@ class Scanner {
         res.skipped++;
         return null;
       }
-      return this.fail(path, 'cannot stat', e);
+      return this.fail(path(), 'cannot stat', e);
     }
     const mode = st.mode;
     const type = mode & S_IFMT;
@@ -210,12 +228,12 @@ class Scanner {
     }
     try {
       if (type === S_IFLNK) {
-        const target = fs.readlinkSync(path, { encoding: 'buffer' });
+        const target = fs.readlinkSync(path(), { encoding: 'buffer' });
         if (target.length === 0 || target.length >= PATH_MAX) throw new Error(`symlink target of ${target.length} bytes`);
         inode.payload = target.toString('latin1');
         inode.size = target.length;
       } else if (type === S_IFREG && inode.size > 0 && inode.size <= INLINE_MAX) {
-        const data = fs.readFileSync(path);
+        const data = fs.readFileSync(path());
         inode.content = data.toString('latin1');
         inode.size = data.length;
       }
@@ -228,7 +246,7 @@ class Scanner {
         res.skipped++;
         return null;
       }
-      return this.fail(path, 'cannot read', e);
+      return this.fail(path(), 'cannot read', e);
     }
     if (opts.hardlinks && type !== S_IFDIR && st.nlink > 1) this.byDevIno.set(`${st.dev}:${st.ino}`, inode);
     if (type === S_IFREG && inode.size > INLINE_MAX) {
@@ -246,7 +264,7 @@ class Scanner {
     if (type === S_IFDIR) {
       if (isRoot) this.rootDev = st.dev;
       else if (st.dev !== this.rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
-      this.openDir(inode, path, isRoot ? '' : parent.rel === '' ? name : `${parent.rel}/${name}`);
+      this.openDir(inode, path(), isRoot ? '' : parent.rel === '' ? name : `${parent.rel}/${name}`);
     }
     return inode;
   }
