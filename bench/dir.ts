@@ -15,7 +15,9 @@
  * and prints best/median wall time (node startup included), entries/s, the ratio ours/upstream,
  * whether the two images are byte-identical (they should be) and the peak RSS of both writers
  * (GNU `/usr/bin/time -f %M`; "n/a" without it). The page cache is warmed first by reading the
- * whole tree once, so the first timed run is not the only one reading from disk.
+ * whole tree once, so the first timed run is not the only one reading from disk, and `sync` runs
+ * (untimed) before each timed run, so none pays for the write-back of an earlier one or of a
+ * store fill (each tool's own syncs stay in its time).
  *
  * Environment:
  *   BENCH_DIR_TREES  comma-separated directories (default "/usr/share/doc,/usr")
@@ -217,6 +219,8 @@ export function runDirBench(tmp: string): number {
               store = mode === 'cached' && t.key === 'ours' ? casRoot : warmStore.get(t.key);
             }
             fs.rmSync(image(t), { force: true });
+            // no run pays for writing back what an earlier one (or a store fill) wrote
+            runTimed('sync', []);
             const c = t.command(tree, image(t), store, cacheFile);
             const res = runTimed(c.file, c.args, { timeout, rssFile: path.join(work, 'rss.txt') });
             if (!res) {
