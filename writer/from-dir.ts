@@ -129,6 +129,8 @@ class Scanner {
   private readonly filter: ((name: string) => boolean) | undefined;
   private readonly top: Buffer;
   private scratch = Buffer.allocUnsafe(4096);
+  private lastSec = NaN;
+  private lastSecBig = 0n;
 
   constructor(
     dir: string | Buffer,
@@ -223,7 +225,9 @@ class Scanner {
     inode.rdev = st.rdev;
     inode.size = st.size;
     if (!opts.useEpoch) {
-      inode.mtimeSec = BigInt(st.mtimeSec);
+      // entries of one package or copy share their mtime: one BigInt for a run of them
+      if (st.mtimeSec !== this.lastSec) this.lastSecBig = BigInt((this.lastSec = st.mtimeSec));
+      inode.mtimeSec = this.lastSecBig;
       inode.mtimeNsec = st.mtimeNsec;
     }
     try {
