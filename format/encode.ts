@@ -16,6 +16,7 @@ import { CfsError, ErrorCode } from './errors.js';
 import { setXattr, xattrBudget } from './dumpfile.js';
 import {
   BLOCK_SIZE,
+  PATH_MAX,
   PACK_HEADER,
   PACK_MAGIC,
   PACK_VERSION,
@@ -89,6 +90,11 @@ export interface EncodeOptions {
   afterCopy?: () => void;
   /** Called once the copy is rewritten for overlayfs (digests and payloads became xattrs: another). */
   afterRewrite?: () => void;
+  /**
+   * An external file with a digest and no payload is redirected to its object, `xx/yyyy…`
+   * (the payload mkcomposefs gives it with a digest store): a big tree need not hold both.
+   */
+  redirectToObject?: boolean;
 }
 
 /** Options of encodeImageLate. */
@@ -393,12 +399,23 @@ function checkNode(n: ENode, input?: string): void {
   if (n.budget > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
 }
 
+const redirectScratch = Buffer.alloc(1 + PATH_MAX);
+redirectScratch[0] = 0x2f;
 /** '/' + payload as one flat string (a concatenation would keep both parts alive). */
 function redirectValue(payload: string): string {
-  const b = Buffer.allocUnsafe(payload.length + 1);
+  const b = payload.length < PATH_MAX ? redirectScratch : Buffer.allocUnsafe(payload.length + 1);
   b[0] = 0x2f;
-  writeLatin1(b, payload, 1);
-  return readLatin1(b, 0, b.length);
+  return readLatin1(b, 0, 1 + writeLatin1(b, payload, 1));
+}
+
+/** '/xx/yyyy…', the redirect to the object of `hex`, as one flat string. */
+function objectRedirect(hex: string): string {
+  const b = redirectScratch;
+  writeLatin1(b, hex, 2);
+  b[1] = b[2];
+  b[2] = b[3];
+  b[3] = 0x2f;
+  return readLatin1(b, 0, 66);
 }
 
 /**
@@ -415,7 +432,7 @@ function setOverlay(n: ENode, metacopy: string, redirect: string | null, input?:
 }
 
 /** Rewrite one node for overlayfs (mkcomposefs add_overlayfs_xattrs). */
-function rewriteNode(n: ENode, version: number, input?: string): void {
+function rewriteNode(n: ENode, version: number, toObject: boolean, input?: string): void {
   checkNode(n, input);
   if (isExternal(n)) {
     const c = chunking(n.size);
@@ -435,7 +452,8 @@ function rewriteNode(n: ENode, version: number, input?: string): void {
     const p = latePlaceholders(n.late);
     setOverlay(n, p.metacopy, p.redirect, input);
   } else if (isExternal(n)) {
-    setOverlay(n, n.digest !== null ? metacopyValue(n.digest) : EMPTY, n.payload ? redirectValue(n.payload) : null, input);
+    const redirect = n.payload ? redirectValue(n.payload) : toObject && n.digest !== null ? objectRedirect(n.digest) : null;
+    setOverlay(n, n.digest !== null ? metacopyValue(n.digest) : EMPTY, redirect, input);
   }
   if (typeOf(n) === S_IFCHR && n.rdev === 0) {
     const parent = n.parent;
@@ -743,12 +761,12 @@ function dirSize(n: ENode): number {
 // The encoder's phases before writing, in the order encode() runs them.
 
 /** Rewrite (version >= 0) or only check (-1, packed images) every node, parents before children; add . and .. */
-function rewriteTree(eroot: ENode, version: number, input: string | undefined): void {
+function rewriteTree(eroot: ENode, version: number, toObject: boolean, input: string | undefined): void {
   const queue: ENode[] = [eroot];
   for (let i = 0; i < queue.length; i++) {
     const n = queue[i];
     if (version < 0) checkNode(n, input);
-    else rewriteNode(n, version, input);
+    else rewriteNode(n, version, toObject, input);
     if (n.entries) {
       for (const e of n.entries) if (e.owned) queue.push(e.node);
       insertEntry(n.entries, { name: '.', node: n, owned: false });
@@ -892,7 +910,7 @@ function encode(
   // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
   const eroot = copyTree(root, input, opts.consume === true && !pack, pack ? undefined : opts.late);
   opts.afterCopy?.();
-  rewriteTree(eroot, pack ? -1 : version, input);
+  rewriteTree(eroot, pack ? -1 : version, opts.redirectToObject === true, input);
   opts.afterRewrite?.();
   if (!pack) {
     set(eroot, XATTR_OPAQUE, Y, input);

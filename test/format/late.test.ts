@@ -96,3 +96,27 @@ describe('encodeImage: the copy it works on', () => {
     }
   });
 });
+
+describe('encodeImage: redirectToObject', () => {
+  it('redirects a file with a digest and no payload to its object, as if the payload were set', () => {
+    let dropped = 0;
+    for (const v of loadVectors().filter((x) => x.set === 'generated' && x.sha256 !== null)) {
+      const opts = { minVersion: v.minVersion, maxVersion: v.maxVersion };
+      // what it should give: every file with a digest redirected to its object
+      const full = parseDump(v.input, { strict: v.strict });
+      for (const f of inodes(full)) if (f.digest !== null && f.payload === null) f.payload = objectPath(f.digest);
+      const want = encodeImage(full, opts);
+      const root = parseDump(v.input, { strict: v.strict });
+      let n = 0;
+      for (const f of inodes(root)) {
+        if (f.digest === null || f.payload !== objectPath(f.digest)) continue;
+        f.payload = null;
+        n++;
+      }
+      dropped += n;
+      expect(encodeImage(root, { ...opts, redirectToObject: true }).equals(want), v.name).toBe(true);
+      if (n > 0) expect(encodeImage(root, opts).equals(want), v.name).toBe(false);
+    }
+    expect(dropped).toBeGreaterThan(20);
+  });
+});
