@@ -1,7 +1,7 @@
 /** cfs-writer's directory mode: scan, digest, optionally fill a store, encode. */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { CfsError, ErrorCode, type Inode, encodeImage, encodeImageLate, objectRelPath } from '../format/index.js';
+import { CfsError, ErrorCode, type Inode, encodeImage, encodeImageLate } from '../format/index.js';
 import { mallocTrim } from '../cas/sys.js';
 import { type ExternalFile, type ScanOptions, scanDirectoryAsync } from './from-dir.js';
 import type { DigestCache } from './digest-cache.js';
@@ -37,10 +37,9 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
   // Hash in helper processes while the tree is still being scanned.
   const failed: string[] = [];
   let digestError: unknown = null;
-  /** A file's digest is known (hashed or cached): its payload, then onDigest. */
+  /** A file's digest is known (hashed or cached), then onDigest. Its payload follows from it (redirectToObject). */
   const setDigest = (f: ExternalFile, digest: string): void => {
     f.inode.digest = digest;
-    f.inode.payload = objectRelPath(digest);
     if (!opts.onDigest || digestError) return;
     try {
       opts.onDigest(f);
@@ -121,7 +120,7 @@ export async function buildFromDirectory(dir: string | Buffer, opts: BuildOption
     // comes later reuses them: each lowers the peak by 10-20 MB on /usr, for 0.1 s. One before
     // encoding as well did not lower the peak.
     const gc = scan.entries >= BIG_TREE ? fullGc : undefined;
-    const encodeOpts = { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy: gc, afterRewrite: gc };
+    const encodeOpts = { minVersion: opts.minVersion, maxVersion: opts.maxVersion, input: String(dir), consume: true, afterCopy: gc, afterRewrite: gc, redirectToObject: true };
     let image: Buffer;
     if (pool?.helping) {
       // The layout depends on a digest only where two files may have the same content, that
