@@ -141,17 +141,20 @@ describe.runIf(!reason)('cfs-mount --fuse (unprivileged)', () => {
       const outs = await Promise.all(
         orders.map(
           (order) =>
-            new Promise<string>((resolve, reject) => {
+            new Promise<{ order: string; out: string; err: string }>((resolve, reject) => {
               const c = spawn('runuser', ['-u', USER, '--', 'sh', '-c', `cd "$1" && find . -type f -print0 | ${order} | xargs -0 sha256sum | LC_ALL=C sort -k2`, 'sh', mnt]);
               let out = '';
+              let err = '';
               c.stdout.setEncoding('latin1').on('data', (d: string) => (out += d));
+              c.stderr.setEncoding('latin1').on('data', (d: string) => (err += d));
               c.on('error', reject);
-              c.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`reader exit ${code}`))));
+              c.on('close', (code) => (code === 0 ? resolve({ order, out, err }) : reject(new Error(`reader exit ${code}: ${err}`))));
             }),
         ),
       );
       const sorted = want.split('\n').filter(Boolean).sort((x, y) => (x.slice(66) < y.slice(66) ? -1 : 1)).join('\n') + '\n';
-      for (const out of outs) expect(out).toBe(sorted);
+      // a pipeline's status is its last command's: what the others said is in err
+      for (const { order, out, err } of outs) expect(out, `reader (${order}) stderr: ${err}`).toBe(sorted);
     } finally {
       const u = cfsMountAsUser('umount', mnt);
       expect(u.code, u.stderr).toBe(0);
