@@ -70,7 +70,7 @@ import {
   ACL_XATTRS,
   isValidModeType,
 } from './layout.js';
-import { type Inode, type Xattr, objectRelPath } from './tree.js';
+import type { Inode, Xattr } from './tree.js';
 import { xxh32 } from './xxhash.js';
 import { readLatin1, writeLatin1 } from './bytes.js';
 
@@ -403,20 +403,22 @@ const redirectScratch = Buffer.alloc(1 + PATH_MAX);
 redirectScratch[0] = 0x2f;
 /** '/' + payload as one flat string (a concatenation would keep both parts alive). */
 function redirectValue(payload: string): string {
-  const b = payload.length < PATH_MAX ? redirectScratch : Buffer.allocUnsafe(payload.length + 1);
+  const b = payload.length <= PATH_MAX ? redirectScratch : Buffer.allocUnsafe(payload.length + 1);
   b[0] = 0x2f;
   return readLatin1(b, 0, 1 + writeLatin1(b, payload, 1));
 }
 
-/** '/xx/yyyy…', the redirect to the object of `hex`, as one flat string. */
-function objectRedirect(hex: string): string {
-  const b = redirectScratch;
+/** '/xx/yyyy…', the redirect to the object of `hex`: its 66 bytes at the start of a shared scratch buffer. */
+function objectRedirectBytes(hex: string): Buffer {
+  const b = redirectScratch; // [0] is '/' for good
   writeLatin1(b, hex, 2);
   b[1] = b[2];
   b[2] = b[3];
   b[3] = 0x2f;
-  return readLatin1(b, 0, 66);
+  return b;
 }
+/** objectRedirectBytes as a flat string. */
+const objectRedirect = (hex: string): string => readLatin1(objectRedirectBytes(hex), 0, 66);
 
 /**
  * An external file's metacopy and redirect (null = none) xattrs. The digest and payload are
@@ -865,7 +867,7 @@ export function encodeImageLate(root: Inode, opts: LateEncodeOptions): LateImage
       if (!/^[0-9a-f]{64}$/.test(digest)) throw new RangeError(`invalid digest ${JSON.stringify(digest)}`);
       if (slot[0] < 0) throw new RangeError(`late file ${index} is filled in already`);
       metacopyBytes(digest).copy(img, slot[0]);
-      img.write('/' + objectRelPath(digest), slot[1], 'latin1');
+      objectRedirectBytes(digest).copy(img, slot[1], 0, 66);
       slot[0] = -1;
       unfilled--;
     },
