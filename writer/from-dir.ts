@@ -82,9 +82,12 @@ export class ExternalFile {
 
   /** Path relative to the scanned directory, latin1. */
   get rel(): string {
-    return this.dirRel === '' ? this.name : `${this.dirRel}/${this.name}`;
+    return joinRel(this.dirRel, this.name);
   }
 }
+
+/** `name` inside the directory at `rel` relative to the scanned one ('' = that one). */
+const joinRel = (rel: string, name: string): string => (rel === '' ? name : `${rel}/${name}`);
 
 export interface ScanResult {
   root: Inode;
@@ -268,7 +271,7 @@ class Scanner {
     if (type === S_IFDIR) {
       if (isRoot) this.rootDev = st.dev;
       else if (st.dev !== this.rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
-      this.openDir(inode, path(), isRoot ? '' : parent.rel === '' ? name : `${parent.rel}/${name}`);
+      this.openDir(inode, path(), isRoot ? '' : joinRel(parent.rel, name));
     }
     return inode;
   }
