@@ -46,6 +46,7 @@ import {
   loadAvg,
   median,
   printTable,
+  runQuiet,
   runShellTimed,
   runTimed,
   secs,
@@ -220,7 +221,7 @@ export function runDirBench(tmp: string): number {
             }
             fs.rmSync(image(t), { force: true });
             // no run pays for writing back what an earlier one (or a store fill) wrote
-            runTimed('sync', []);
+            runQuiet('sync', []);
             const c = t.command(tree, image(t), store, cacheFile);
             const res = runTimed(c.file, c.args, { timeout, rssFile: path.join(work, 'rss.txt') });
             if (!res) {
