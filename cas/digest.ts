@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import type { FsVerityHasher } from '../format/fsverity.js';
 import { newVerityHasher } from './sha256-native.js';
+import { RawReader, errnoCode, errnoMessage } from './sys.js';
 
 /**
  * Read buffer (per thread; allocating one per file costs more than hashing it). 64 KiB reads
@@ -10,6 +11,7 @@ import { newVerityHasher } from './sha256-native.js';
  */
 let readBuf: Buffer | null = null;
 let hasher: FsVerityHasher | null = null;
+let raw: RawReader | null | undefined;
 
 export function digestOfFile(file: string | Buffer): { digest: string; size: number } {
   const fd = fs.openSync(file, 'r');
@@ -23,17 +25,48 @@ export function digestOfFile(file: string | Buffer): { digest: string; size: num
 /** A file's digest and size, or why it could not be read. */
 export type DigestOrError = { digest: string; size: number } | { error: string; code?: string };
 
-/** Digests of files named by latin1 paths (one char per byte); an unreadable file gives its error. */
-export function digestsOf(latin1Paths: string[]): DigestOrError[] {
-  return latin1Paths.map((p) => {
+/**
+ * Digests of files named by latin1 paths (one char per byte); an unreadable file gives its
+ * error. `sizes` (as lstat gave them) spare the read that would only return end-of-file.
+ */
+export function digestsOf(latin1Paths: string[], sizes?: number[]): DigestOrError[] {
+  if (raw === undefined) raw = process.env.CFS_NO_RAW_IO ? null : RawReader.create();
+  const r = raw;
+  return latin1Paths.map((p, i) => {
+    if (r) return rawDigestOf(r, p, sizes?.[i]);
     try {
       return digestOfFile(Buffer.from(p, 'latin1'));
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      return { error: err.message, code: err.code };
+      return err.errno !== undefined && err.syscall ? failure(-err.errno, err.syscall) : { error: err.message, code: err.code };
     }
   });
 }
+
+function rawDigestOf(r: RawReader, latin1Path: string, expected = Infinity): DigestOrError {
+  const fd = r.open(latin1Path);
+  if (fd < 0) return failure(-fd, 'open');
+  try {
+    const h = (hasher ??= newVerityHasher()).reset();
+    const buf = (readBuf ??= Buffer.allocUnsafe(64 << 10));
+    let size = 0;
+    for (;;) {
+      const n = r.read(fd, buf);
+      if (n < 0) return failure(-n, 'read');
+      if (n === 0) break;
+      h.update(buf, n);
+      size += n;
+      // a short read of a regular file ends at its end: once the expected size is there, the
+      // next read would return 0 (a file that grows meanwhile is caught no better by reading on)
+      if (n < buf.length && size >= expected) break;
+    }
+    return { digest: h.digest().toString('hex'), size };
+  } finally {
+    r.close(fd);
+  }
+}
+
+const failure = (e: number, syscall: string): DigestOrError => ({ error: `${errnoMessage(e)} (${syscall})`, code: errnoCode(e) });
 
 /** fs-verity digest of what is left to read from `fd`. */
 export function digestOfFd(fd: number): { digest: string; size: number } {

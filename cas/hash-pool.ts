@@ -51,6 +51,7 @@ interface Batch extends HashRequest {
 interface OpenBatch {
   indexes: number[];
   paths: string[];
+  sizes: number[];
   bytes: number;
 }
 
@@ -137,6 +138,7 @@ export class HashPool {
     const b = big ? this.open.later : this.open.soon;
     b.indexes.push(this.submitted);
     b.paths.push(typeof path === 'string' ? path : path.toString('latin1'));
+    b.sizes.push(size);
     b.bytes += size;
     if (b.paths.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) this.seal(big);
     return this.submitted++;
@@ -183,7 +185,7 @@ export class HashPool {
     lane.bytes += b.bytes;
     lane.batches++;
     lane.messageBytes += messageSize(b);
-    lane.worker.send({ id: b.id, paths: b.paths } satisfies HashRequest);
+    lane.worker.send({ id: b.id, paths: b.paths, sizes: b.sizes } satisfies HashRequest);
   }
 
   private queued(): boolean {
@@ -284,7 +286,7 @@ export class HashPool {
   }
 
   private hashHere(b: Batch): void {
-    this.answer(b, digestsOf(b.paths));
+    this.answer(b, digestsOf(b.paths, b.sizes));
   }
 
   async close(): Promise<void> {
@@ -300,7 +302,7 @@ export class HashPool {
   }
 }
 
-const newBatch = (): OpenBatch => ({ indexes: [], paths: [], bytes: 0 });
+const newBatch = (): OpenBatch => ({ indexes: [], paths: [], sizes: [], bytes: 0 });
 
 /** First in, first out, without Array.shift's copying. */
 class Queue {
@@ -333,8 +335,8 @@ class Queue {
 
 /** About the JSON size of a batch's request. */
 function messageSize(b: Batch): number {
-  let n = 48;
-  for (const p of b.paths) n += p.length + 3;
+  let n = 56;
+  for (const p of b.paths) n += p.length + 3 + 8;
   return n;
 }
 

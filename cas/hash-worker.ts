@@ -10,6 +10,8 @@ export interface HashRequest {
   id: number;
   /** Paths as latin1 strings: a Buffer would be cloned with its whole 8 KiB pool slab. */
   paths: string[];
+  /** their sizes, as submitted */
+  sizes: number[];
 }
 export interface ReclaimRequest {
   reclaim: true;
@@ -23,7 +25,7 @@ function work(): void {
   scheduled = false;
   const req = waiting.shift();
   if (!req) return;
-  process.send!({ id: req.id, results: digestsOf(req.paths) } satisfies HashReply);
+  process.send!({ id: req.id, results: digestsOf(req.paths, req.sizes) } satisfies HashReply);
   schedule();
 }
 

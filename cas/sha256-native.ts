@@ -35,7 +35,22 @@ function loadSha256(): Sha256Fns | null {
   return null;
 }
 
-const address = (b: Uint8Array): number => Number(koffi.address(b));
+/**
+ * Buffer addresses, the last few remembered: a file's blocks go through the same four or so
+ * buffers (read buffer, partial block, tree levels), and koffi.address costs as much as a
+ * third of a block's hash call. Remembered buffers stay referenced, so they cannot move.
+ */
+const seen: (Uint8Array | null)[] = [null, null, null, null];
+const seenAt = [0, 0, 0, 0];
+let nextSeen = 0;
+function address(b: Uint8Array): number {
+  for (let i = 0; i < 4; i++) if (seen[i] === b) return seenAt[i];
+  const a = Number(koffi.address(b));
+  seen[nextSeen] = b;
+  seenAt[nextSeen] = a;
+  nextSeen = (nextSeen + 1) & 3;
+  return a;
+}
 
 /** Native block and byte hashers, or null when OpenSSL cannot be loaded or disagrees with node:crypto. */
 function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
@@ -65,7 +80,7 @@ function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
     const ctx = address(ctxBuf);
     init(ctx);
     update(ctx, address(data), data.length);
-    final(address(out), ctx);
+    final(Number(koffi.address(out)), ctx); // new each time: not one to remember
     return out;
   };
   // self-test against node:crypto

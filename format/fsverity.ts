@@ -65,11 +65,13 @@ export class FsVerityHasher {
     return this;
   }
 
-  update(data: Uint8Array): this {
+  /** Add `data`'s first `length` bytes (all by default). */
+  update(data: Uint8Array, length = data.length): this {
+    const end = Math.min(length, data.length);
     let off = 0;
-    this.size += data.length;
+    this.size += end;
     if (this.pendingLen > 0) {
-      const n = Math.min(BLOCK_SIZE - this.pendingLen, data.length);
+      const n = Math.min(BLOCK_SIZE - this.pendingLen, end);
       this.pending.set(data.subarray(0, n), this.pendingLen);
       this.pendingLen += n;
       off = n;
@@ -79,9 +81,9 @@ export class FsVerityHasher {
       }
     }
     // full blocks: as many at once as level 0 has room for
-    while (data.length - off >= BLOCK_SIZE) {
+    while (end - off >= BLOCK_SIZE) {
       const l = this.level(0);
-      const n = Math.min((BLOCK_SIZE - l.len) / HASH_SIZE, Math.floor((data.length - off) / BLOCK_SIZE));
+      const n = Math.min((BLOCK_SIZE - l.len) / HASH_SIZE, Math.floor((end - off) / BLOCK_SIZE));
       this.hashBlocks(data, off, n, l.buf, l.len);
       l.len += n * HASH_SIZE;
       l.count += n;
@@ -91,9 +93,9 @@ export class FsVerityHasher {
         l.len = 0;
       }
     }
-    if (off < data.length) {
-      this.pending.set(data.subarray(off), 0);
-      this.pendingLen = data.length - off;
+    if (off < end) {
+      this.pending.set(data.subarray(off, end), 0);
+      this.pendingLen = end - off;
     }
     return this;
   }

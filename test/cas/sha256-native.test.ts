@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FsVerityHasher, cryptoBlockHasher, fsverityDigest } from '../../format/fsverity.js';
 import { blockHasher, newVerityHasher, verityDigest } from '../../cas/sha256-native.js';
@@ -45,6 +46,24 @@ describe('native fs-verity block hasher', () => {
     expect(h.digest().toString('hex')).toBe(fsverityDigest(big, cryptoBlockHasher).toString('hex'));
     // a reused hasher must not see the earlier, deeper tree
     expect(h.reset().update(small).digest().toString('hex')).toBe(new FsVerityHasher().update(small).digest().toString('hex'));
+  });
+
+  it('hashes only the first bytes of a buffer when given a length, and mixes up no addresses across many buffers', () => {
+    const h = newVerityHasher();
+    const bufs = Array.from({ length: 9 }, (_, i) => data(3 * 4096 + 100 * i, 40 + i));
+    // more buffers than the hasher remembers addresses of, interleaved, each cut short
+    for (let round = 0; round < 3; round++) {
+      for (const [i, b] of bufs.entries()) {
+        const n = b.length - 4096 - 50 * round - i;
+        const want = fsverityDigest(b.subarray(0, n), cryptoBlockHasher).toString('hex');
+        expect(h.reset().update(b, n).digest().toString('hex'), `buffer ${i}, ${n} bytes`).toBe(want);
+        const dst = Buffer.alloc(64);
+        blockHasher(b, 4096, 2, dst, 0);
+        expect(dst.toString('hex')).toBe(Buffer.concat([1, 2].map((k) => createHash('sha256').update(b.subarray(k * 4096, (k + 1) * 4096)).digest())).toString('hex'));
+      }
+    }
+    // a length past the end means the whole buffer
+    expect(h.reset().update(bufs[0], 1e9).digest().toString('hex')).toBe(verityDigest(bufs[0]).toString('hex'));
   });
 
   it('refuses a block range outside the buffers', () => {
