@@ -141,20 +141,21 @@ describe('stager into a plain objects directory', () => {
   it('lists a busy objects/XX directory instead of a stat per object, and leaves existing objects as they are', async () => {
     const objects = path.join(tmpDir(), 'objects');
     const src = tmpDir();
-    const digest = (i: number) => 'ab' + i.toString(16).padStart(62, '0');
-    fs.mkdirSync(path.join(objects, 'ab'), { recursive: true });
-    for (let i = 0; i < 40; i += 2) fs.writeFileSync(path.join(objects, objectRelPath(digest(i))), 'old'); // the even ones exist
+    // two directories, taken in turns: each is listed after its own 16 lookups
+    const digest = (i: number) => (i % 4 < 2 ? 'ab' : '9f') + i.toString(16).padStart(62, '0');
+    for (const d of ['ab', '9f']) fs.mkdirSync(path.join(objects, d), { recursive: true });
+    for (let i = 0; i < 80; i += 2) fs.writeFileSync(path.join(objects, objectRelPath(digest(i))), 'old'); // the even ones exist
     const stager = new ObjectStager(new PlainObjects(objects), false);
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 80; i++) {
       const f = path.join(src, `f${i}`);
       fs.writeFileSync(f, `new ${i}`);
       stager.add({ path: f, digest: digest(i), size: fs.statSync(f).size });
     }
-    expect(stager.totals).toMatchObject({ newObjects: 20, dedupObjects: 20 });
+    expect(stager.totals).toMatchObject({ newObjects: 40, dedupObjects: 40 });
     await stager.commit();
     await stager.close();
-    for (let i = 0; i < 40; i++) expect(fs.readFileSync(path.join(objects, objectRelPath(digest(i))), 'utf8')).toBe(i % 2 ? `new ${i}` : 'old');
-    expect(fs.readdirSync(objects).sort()).toEqual(['ab']); // no staging directory left
+    for (let i = 0; i < 80; i++) expect(fs.readFileSync(path.join(objects, objectRelPath(digest(i))), 'utf8')).toBe(i % 2 ? `new ${i}` : 'old');
+    expect(fs.readdirSync(objects).sort()).toEqual(['9f', 'ab']); // no staging directory left
   });
 
   it('without writeback: files written by the caller, commitSync and closeSync', () => {
