@@ -341,9 +341,16 @@ function metacopyValue(hex: string): string {
  * equal to one (a real metacopy value starts with METACOPY_HEADER, a real redirect is hex).
  */
 function latePlaceholders(index: number): { metacopy: string; redirect: string } {
-  const tag = index.toString(16).padStart(32, '0');
-  return { metacopy: '\xff\xff\xff\xff' + tag, redirect: '/!!/' + tag.padStart(62, '0') };
+  // written into a scratch buffer and read out flat: no intermediate strings per late file
+  const b = lateScratch;
+  const hex = index.toString(16);
+  b.fill(0x30, 4); // '0'
+  writeLatin1(b, hex, 66 - hex.length);
+  const redirect = readLatin1(b, 0, 66);
+  b.fill(0xff, 30, 34);
+  return { metacopy: readLatin1(b, 30, 66), redirect };
 }
+const lateScratch = Buffer.from('/!!/' + '0'.repeat(62), 'latin1');
 
 /** Writes signed 64-bit values; most inodes share a few mtimes, so it keeps the last one. */
 function s64Writer(): (img: Buffer, v: bigint, at: number) => void {
@@ -422,13 +429,19 @@ const objectRedirect = (hex: string): string => readLatin1(objectRedirectBytes(h
 
 /**
  * An external file's metacopy and redirect (null = none) xattrs. The digest and payload are
- * then no longer needed: they are dropped, as is any spare room in the xattr list (on a big
- * tree these add up to a quarter of the encoder's heap).
+ * then no longer needed: they are dropped. A file without other xattrs gets a list of exactly
+ * these two (on a big tree, digests and spare list room add up to a quarter of the encoder's heap).
  */
 function setOverlay(n: ENode, metacopy: string, redirect: string | null, input?: string): void {
-  set(n, XATTR_METACOPY, metacopy, input);
-  if (redirect !== null) set(n, XATTR_REDIRECT, redirect, input);
-  if (n.xattrs.length <= 2) n.xattrs = n.xattrs.slice(); // pushing onto [] reserved 16 slots
+  if (n.xattrs.length === 0 && (redirect === null || redirect.length <= 1 + PATH_MAX)) {
+    // most files: a list of just these (pushing onto [] would reserve 16 slots, then garbage)
+    const mc = { key: XATTR_METACOPY, value: metacopy };
+    n.xattrs = redirect === null ? [mc] : [mc, { key: XATTR_REDIRECT, value: redirect }];
+    n.budget = xattrBudget(n.xattrs);
+  } else {
+    set(n, XATTR_METACOPY, metacopy, input);
+    if (redirect !== null) set(n, XATTR_REDIRECT, redirect, input);
+  }
   n.digest = null;
   n.payload = null;
 }
