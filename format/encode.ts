@@ -177,13 +177,9 @@ interface ENode {
   content: string | null;
   digest: string | null;
   xattrs: Xattr[];
-  budget: number;
   parent: ENode;
-  src: Inode | null;
   entries: Entry[] | null;
-  name: string;
   // layout
-  ino: number;
   nid: number;
   compact: boolean;
   nBlocks: number;
@@ -209,7 +205,7 @@ const fail = (code: ErrorCode, msg: string, input?: string): never => {
 
 const typeOf = (n: { mode: number }): number => n.mode & S_IFMT;
 
-function newENode(src: Inode | null, parent: ENode | null, name: string, consume = false, late = -1): ENode {
+function newENode(src: Inode | null, parent: ENode | null, consume = false, late = -1): ENode {
   const n: ENode = {
     mode: src?.mode ?? 0,
     nlink: src?.nlink ?? 1,
@@ -224,12 +220,8 @@ function newENode(src: Inode | null, parent: ENode | null, name: string, consume
     digest: src?.digest ?? null,
     // shallow: an entry whose key is rewritten gets a new object (rewriteNode)
     xattrs: src ? (consume ? src.xattrs : src.xattrs.slice()) : [],
-    budget: src ? xattrBudget(src.xattrs) : 0,
     parent: null as unknown as ENode,
-    src: consume ? null : src,
     entries: null,
-    name,
-    ino: 0,
     nid: 0,
     compact: true,
     nBlocks: 0,
@@ -248,17 +240,22 @@ function newENode(src: Inode | null, parent: ENode | null, name: string, consume
   return n;
 }
 
+/** A node's path, for error messages: its names are looked up in the parents' entries (nodes keep none). */
 function pathOf(n: ENode): string {
   const parts: string[] = [];
-  for (let c = n; c.parent !== c; c = c.parent) parts.push(c.name);
+  for (let c = n; c.parent !== c; c = c.parent) {
+    const e = c.parent.entries?.find((x) => x?.node === c && x.owned);
+    parts.push(e ? e.name : '?');
+  }
   return '/' + parts.reverse().join('/');
 }
 
 /**
  * Copy the input tree: one ENode per inode; link names resolve to their owner's ENode.
- * `consume`: directories without link names lose their entries once copied.
+ * `consume`: directories without link names lose their entries once copied. `srcOf` gets each
+ * copy's original (a packed image asks for the files' data by their inodes).
  */
-function copyTree(root: Inode, input?: string, consume = false, late?: (inode: Inode) => number): ENode {
+function copyTree(root: Inode, input?: string, consume = false, late?: (inode: Inode) => number, srcOf?: Map<ENode, Inode>): ENode {
   // Inodes that hardlink names point at; only those need a lookup from inode to copy.
   const linked = new Map<Inode, ENode | null>();
   const walk: Inode[] = [root];
@@ -268,13 +265,15 @@ function copyTree(root: Inode, input?: string, consume = false, late?: (inode: I
       else if (d.inode.children) walk.push(d.inode);
     }
   }
-  const eroot = newENode(root, null, '');
+  const eroot = newENode(root, null);
+  srcOf?.set(eroot, root);
   const stack: [ENode, Inode, number][] = [[eroot, root, 0]];
   const dirs: [ENode, Inode][] = [];
   while (stack.length) {
     const [en, inode, depth] = stack.pop()!;
     if (depth > MAX_DEPTH) fail(ErrorCode.InvalidTree, `tree deeper than ${MAX_DEPTH} levels`, input);
     const entries: Entry[] = new Array(inode.children!.length);
+    en.entries = entries; // already: error messages find names there
     let hasLinks = false;
     for (let i = 0; i < entries.length; i++) {
       const d = inode.children![i];
@@ -282,7 +281,8 @@ function copyTree(root: Inode, input?: string, consume = false, late?: (inode: I
         hasLinks = true;
         continue;
       }
-      const child = newENode(d.inode, en, d.name, consume, late?.(d.inode) ?? -1);
+      const child = newENode(d.inode, en, consume, late?.(d.inode) ?? -1);
+      srcOf?.set(child, d.inode);
       entries[i] = { name: d.name, node: child, owned: true };
       if (linked.size > 0 && linked.has(d.inode)) {
         if (linked.get(d.inode)) fail(ErrorCode.InvalidTree, `${pathOf(child)}: inode has two owning names`, input);
@@ -293,7 +293,6 @@ function copyTree(root: Inode, input?: string, consume = false, late?: (inode: I
         stack.push([child, d.inode, depth + 1]);
       }
     }
-    en.entries = entries;
     if (hasLinks) dirs.push([en, inode]);
     else if (consume && inode !== root) inode.children = [];
   }
@@ -314,7 +313,7 @@ function copyTree(root: Inode, input?: string, consume = false, late?: (inode: I
 
 function set(n: ENode, key: string, value: string, input?: string): void {
   try {
-    n.budget = setXattr(n.xattrs, key, value, n.budget);
+    setXattr(n.xattrs, key, value, xattrBudget(n.xattrs));
   } catch (e) {
     if (e instanceof RangeError) fail(ErrorCode.TooLarge, `${pathOf(n)}: cannot set xattr ${key}: ${e.message}`, input);
     throw e;
@@ -403,7 +402,7 @@ function checkNode(n: ENode, input?: string): void {
     if (x.key.length === 0 || x.key.length > MAX_XATTR_NAME_LEN) fail(ErrorCode.InvalidTree, `${pathOf(n)}: xattr name of ${x.key.length} bytes`, input);
     if (x.value.length > MAX_XATTR_VALUE_LEN) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattr ${x.key} value of ${x.value.length} bytes (at most ${MAX_XATTR_VALUE_LEN})`, input);
   }
-  if (n.budget > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
+  if (xattrBudget(n.xattrs) > MAX_INODE_XATTR_SIZE) fail(ErrorCode.TooLarge, `${pathOf(n)}: xattrs exceed the per-inode size limit`, input);
 }
 
 const redirectScratch = Buffer.alloc(1 + PATH_MAX);
@@ -437,7 +436,6 @@ function setOverlay(n: ENode, metacopy: string, redirect: string | null, input?:
     // most files: a list of just these (pushing onto [] would reserve 16 slots, then garbage)
     const mc = { key: XATTR_METACOPY, value: metacopy };
     n.xattrs = redirect === null ? [mc] : [mc, { key: XATTR_REDIRECT, value: redirect }];
-    n.budget = xattrBudget(n.xattrs);
   } else {
     set(n, XATTR_METACOPY, metacopy, input);
     if (redirect !== null) set(n, XATTR_REDIRECT, redirect, input);
@@ -509,14 +507,14 @@ function addRootWhiteouts(root: ENode): void {
   for (let i = 0; i < 256; i++) {
     const name = i.toString(16).padStart(2, '0');
     if (findEntry(root.entries!, name) >= 0) continue;
-    const w = newENode(null, root, name);
+    const w = newENode(null, root);
     w.mode = S_IFCHR | 0o644;
     w.uid = root.uid;
     w.gid = root.gid;
     w.mtimeSec = root.mtimeSec;
     w.mtimeNsec = root.mtimeNsec;
-    if (selinux) set(w, 'security.selinux', selinux.value);
     insertEntry(root.entries!, { name, node: w, owned: true });
+    if (selinux) set(w, 'security.selinux', selinux.value);
   }
 }
 
@@ -798,7 +796,6 @@ function numberNodes(eroot: ENode): { nodes: ENode[]; minSec: bigint; minNsec: n
   let hasAcl = false;
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i];
-    n.ino = i;
     if (n.entries) {
       let nlink = 2;
       for (const e of n.entries) {
@@ -923,7 +920,8 @@ function encode(
   } else if (typeOf(root) !== S_IFDIR) fail(ErrorCode.InvalidTree, 'root must be a directory', input);
 
   // Copy and rewrite (a packed tree is only checked), parents before children; add . and ..
-  const eroot = copyTree(root, input, opts.consume === true && !pack, pack ? undefined : opts.late);
+  const srcOf = pack ? new Map<ENode, Inode>() : undefined;
+  const eroot = copyTree(root, input, opts.consume === true && !pack, pack ? undefined : opts.late, srcOf);
   opts.afterCopy?.();
   rewriteTree(eroot, pack ? -1 : version, opts.redirectToObject === true, input);
   opts.afterRewrite?.();
@@ -951,7 +949,7 @@ function encode(
       }
     }
   } else {
-    packed = placePackedData(nodes, eroot, nextBlock, pack);
+    packed = placePackedData(nodes, eroot, nextBlock, pack, srcOf!);
     metaBlocks = packed.metaBlocks;
     totalBlocks = packed.totalBlocks;
     if (totalBlocks > 0xffffffff) fail(ErrorCode.TooLarge, `image too large (${totalBlocks} blocks of ${BLOCK_SIZE} bytes)`, input);
@@ -986,7 +984,7 @@ function encode(
   const sharedBase = inodesEnd % BLOCK_SIZE;
   const lateSlots = opts.late ? new Map<number, [number, number]>() : null;
   const ctx: WriteContext = { sharedBase, names, writeS64: s64Writer(), packed: pack !== null, lateSlots, input };
-  for (const n of nodes) writeInode(img, n, ctx);
+  for (let i = 0; i < nodes.length; i++) writeInode(img, nodes[i], i, ctx); // inode numbers: the nodes' order
   let p = inodesEnd;
   for (const x of shared.entries) p = writeXattr(img, p, x, names);
   for (const n of nodes) if (!(pack && typeOf(n) === S_IFREG)) writeData(img, n);
@@ -998,7 +996,7 @@ function encode(
  * then file contents in depth-first name order (the order a tree walk reads them), each distinct
  * content once.
  */
-function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: PackOptions): Omit<PackedImage, 'meta'> {
+function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: PackOptions, srcOf: Map<ENode, Inode>): Omit<PackedImage, 'meta'> {
   let next = firstBlock;
   for (const n of nodes) {
     if (n.nBlocks > 0 && typeOf(n) !== S_IFREG) {
@@ -1020,7 +1018,8 @@ function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: 
     }
     if (typeOf(n) !== S_IFREG || n.size === 0) continue;
     const tailOffset = n.nid * SLOT_SIZE + (n.compact ? INODE_COMPACT.SIZE : INODE_EXTENDED.SIZE) + n.xattrSize;
-    const k = pack.dataKey?.(n.src!) ?? null;
+    const src = srcOf.get(n)!;
+    const k = pack.dataKey?.(src) ?? null;
     const key = k === null ? null : `${n.size}:${k}`;
     const same = key === null ? undefined : byKey.get(key);
     if (same) {
@@ -1032,7 +1031,7 @@ function placePackedData(nodes: ENode[], root: ENode, firstBlock: number, pack: 
       }
       continue;
     }
-    const d: PackedData = { inode: n.src!, size: n.size, blkaddr: n.nBlocks > 0 ? next : 0, nBlocks: n.nBlocks, tailSize: n.tail, tailOffsets: n.tail > 0 ? [tailOffset] : [] };
+    const d: PackedData = { inode: src, size: n.size, blkaddr: n.nBlocks > 0 ? next : 0, nBlocks: n.nBlocks, tailSize: n.tail, tailOffsets: n.tail > 0 ? [tailOffset] : [] };
     n.blkaddr = d.blkaddr;
     next += n.nBlocks;
     data.push(d);
@@ -1076,7 +1075,7 @@ function writeDirents(img: Buffer, p: number, entries: Entry[], from: number, to
   for (let i = from; i < to; i++) q += writeLatin1(img, entries[i].name, q);
 }
 
-function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
+function writeInode(img: Buffer, n: ENode, ino: number, ctx: WriteContext): void {
   const type = typeOf(n);
   let pos = n.nid * SLOT_SIZE;
   let layout: number = n.tail > 0 ? DataLayout.FlatInline : DataLayout.FlatPlain;
@@ -1110,7 +1109,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     img.writeUInt16LE(n.nlink, pos + I.nlink);
     img.writeUInt32LE(size, pos + I.size);
     img.writeUInt32LE(u, pos + I.u);
-    img.writeUInt32LE(n.ino, pos + I.ino);
+    img.writeUInt32LE(ino, pos + I.ino);
     img.writeUInt16LE(n.uid, pos + I.uid);
     img.writeUInt16LE(n.gid, pos + I.gid);
     pos += INODE_COMPACT.SIZE;
@@ -1121,7 +1120,7 @@ function writeInode(img: Buffer, n: ENode, ctx: WriteContext): void {
     img.writeUInt16LE(n.mode & 0xffff, pos + I.mode);
     writeU64(img, size, pos + I.size);
     img.writeUInt32LE(u, pos + I.u);
-    img.writeUInt32LE(n.ino, pos + I.ino);
+    img.writeUInt32LE(ino, pos + I.ino);
     img.writeUInt32LE(n.uid, pos + I.uid);
     img.writeUInt32LE(n.gid, pos + I.gid);
     ctx.writeS64(img, n.mtimeSec, pos + I.mtime);

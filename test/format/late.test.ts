@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CfsError, S_IFMT, S_IFREG, encodeImage, encodeImageLate, newInode, parseDump, type Inode } from '../../format/index.js';
+import { CfsError, S_IFDIR, S_IFMT, S_IFREG, encodeImage, encodeImageLate, newInode, parseDump, type Inode } from '../../format/index.js';
 import { loadVectors } from '../support/vectors.js';
 
 /** Every inode of a tree once (hardlink names skipped). */
@@ -118,5 +118,30 @@ describe('encodeImage: redirectToObject', () => {
       if (n > 0) expect(encodeImage(root, opts).equals(want), v.name).toBe(false);
     }
     expect(dropped).toBeGreaterThan(20);
+  });
+});
+
+describe('encodeImage: errors name the node', () => {
+  /** /d/e/NAME, a file with `fields`, and a sibling before it. */
+  function tree(name: string, fields: Partial<Inode>): Inode {
+    const root = newInode(S_IFDIR | 0o755);
+    const d = newInode(S_IFDIR | 0o755);
+    const e = newInode(S_IFDIR | 0o755);
+    root.children = [{ name: 'd', inode: d, link: false }];
+    d.children = [{ name: 'e', inode: e, link: false }];
+    e.children = [
+      { name: 'a', inode: newInode(S_IFREG | 0o644), link: false },
+      { name, inode: newInode(S_IFREG | 0o644, fields), link: false },
+    ];
+    return root;
+  }
+
+  it('by its path, found through its parents (nodes keep no names)', () => {
+    const big = 'v'.repeat(20000);
+    for (const consume of [false, true]) {
+      expect(() => encodeImage(tree('f', { mode: 0o170644 }), { consume })).toThrow('/d/e/f: invalid mode');
+      const t = tree('g', { xattrs: [{ key: 'user.a', value: big }, { key: 'user.b', value: big }] });
+      expect(() => encodeImage(t, { consume })).toThrow('/d/e/g: xattrs exceed the per-inode size limit');
+    }
   });
 });
