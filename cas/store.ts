@@ -11,6 +11,7 @@ import { CfsError, ErrorCode, S_IFMT, S_IFREG, decodeImage, objectRelPath } from
 import { Index } from './index.js';
 import { LOCK_EX, LOCK_SH, enableVerity, flock, syncfs, syncfsAsync } from './sys.js';
 import { verityDigest } from './sha256-native.js';
+import { ObjectNames } from './object-names.js';
 
 export const STORE_MARKER = 'composefs-ts-store.json';
 /** hash: the fs-verity digest with SHA-256 over blockSize blocks, no salt (what composefs uses). */
@@ -593,7 +594,7 @@ export class ObjectStager {
   private closed = false;
 
   /** objects/XX → its names once listed, else how many objects were looked up there. */
-  private readonly listed = new Map<string, Set<string> | number>();
+  private readonly listed = new Map<string, ObjectNames | number>();
 
   constructor(
     private readonly store: StagingTarget,
@@ -651,10 +652,10 @@ export class ObjectStager {
         this.listed.set(xx, names + 1);
         return this.store.tryReuse(digest, size);
       }
-      names = new Set(listNames(path.join(this.store.objectsDir, xx)));
+      names = new ObjectNames(listNames(path.join(this.store.objectsDir, xx)));
       this.listed.set(xx, names);
     }
-    if (!names.has(digest.slice(2))) return false;
+    if (!names.has(digest)) return false;
     this.store.noteReused(digest, size);
     return true;
   }
