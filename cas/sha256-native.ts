@@ -36,19 +36,24 @@ function loadSha256(): Sha256Fns | null {
 }
 
 /**
- * Buffer addresses, the last few remembered: a file's blocks go through the same four or so
- * buffers (read buffer, partial block, tree levels), and koffi.address costs as much as a
- * third of a block's hash call. Remembered buffers stay referenced, so they cannot move.
+ * Buffer addresses, the last few remembered: a file's blocks go through the same few small
+ * buffers (hash context, read buffer, partial block, tree levels, descriptor), and
+ * koffi.address costs as much as a third of a block's hash call. Remembered buffers stay
+ * referenced, so they cannot move; big ones (an image hashed whole) are not remembered, so as
+ * not to keep them alive.
  */
-const seen: (Uint8Array | null)[] = [null, null, null, null];
-const seenAt = [0, 0, 0, 0];
+const REMEMBER = 8;
+const REMEMBER_MAX = 64 << 10;
+const seen: (Uint8Array | null)[] = new Array<Uint8Array | null>(REMEMBER).fill(null);
+const seenAt: number[] = new Array<number>(REMEMBER).fill(0);
 let nextSeen = 0;
 function address(b: Uint8Array): number {
-  for (let i = 0; i < 4; i++) if (seen[i] === b) return seenAt[i];
+  for (let i = 0; i < REMEMBER; i++) if (seen[i] === b) return seenAt[i];
   const a = Number(koffi.address(b));
+  if (b.buffer.byteLength > REMEMBER_MAX) return a;
   seen[nextSeen] = b;
   seenAt[nextSeen] = a;
-  nextSeen = (nextSeen + 1) & 3;
+  nextSeen = (nextSeen + 1) % REMEMBER;
   return a;
 }
 

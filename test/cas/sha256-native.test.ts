@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { FsVerityHasher, cryptoBlockHasher, fsverityDigest } from '../../format/fsverity.js';
 import { blockHasher, newVerityHasher, verityDigest } from '../../cas/sha256-native.js';
@@ -50,7 +52,7 @@ describe('native fs-verity block hasher', () => {
 
   it('hashes only the first bytes of a buffer when given a length, and mixes up no addresses across many buffers', () => {
     const h = newVerityHasher();
-    const bufs = Array.from({ length: 9 }, (_, i) => data(3 * 4096 + 100 * i, 40 + i));
+    const bufs = Array.from({ length: 19 }, (_, i) => data(3 * 4096 + 100 * i, 40 + i));
     // more buffers than the hasher remembers addresses of, interleaved, each cut short
     for (let round = 0; round < 3; round++) {
       for (const [i, b] of bufs.entries()) {
@@ -64,6 +66,18 @@ describe('native fs-verity block hasher', () => {
     }
     // a length past the end means the whole buffer
     expect(h.reset().update(bufs[0], 1e9).digest().toString('hex')).toBe(verityDigest(bufs[0]).toString('hex'));
+  });
+
+  it('does not keep a big buffer alive for its address', async () => {
+    // 32 blocks: with the context and two tree levels, four buffers, fewer than are remembered
+    let big: Buffer | null = data(128 << 10, 9);
+    expect(verityDigest(big).toString('hex')).toBe(fsverityDigest(big, cryptoBlockHasher).toString('hex'));
+    const ref = new WeakRef(big);
+    big = null;
+    await new Promise((r) => setImmediate(r)); // a WeakRef holds its target until the job ends
+    v8.setFlagsFromString('--expose_gc');
+    (vm.runInNewContext('gc') as () => void)();
+    expect(ref.deref()).toBeUndefined();
   });
 
   it('refuses a block range outside the buffers', () => {
