@@ -32,9 +32,17 @@ const LOCAL_BYTES = 16 << 20;
 /** Work sent ahead to one helper: enough to keep it busy between two turns of the caller's event loop. */
 const AHEAD_BYTES = 32 << 20;
 const AHEAD_BATCHES = 64;
+/**
+ * While the caller drains it hashes from the queue too, and turns its event loop after each
+ * batch: a helper needs only a few batches ahead, and the rest stays for the caller to take.
+ */
+const DRAIN_AHEAD_BYTES = 16 << 20;
+const DRAIN_AHEAD_BATCHES = 3;
 
 interface Lane {
   worker: ChildProcess;
+  /** It has said it is loaded: until then work stays queued here, where the caller can take it. */
+  ready: boolean;
   /** bytes, batches and request JSON sent and not answered yet */
   bytes: number;
   batches: number;
@@ -72,6 +80,8 @@ export class HashPool {
   private need: ((index: number) => boolean) | null = null;
   private needLeft = 0;
   private given = 0;
+  private here = 0;
+  private draining = false;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
   private closing = false;
@@ -81,6 +91,11 @@ export class HashPool {
     private readonly workers: number,
     private readonly onDone: (index: number, r: HashResult) => void,
   ) {}
+
+  /** Files the caller hashed itself (in drain()). */
+  get hashedHere(): number {
+    return this.here;
+  }
 
   /** Batches the helpers gave back unstarted so far. */
   get reclaimed(): number {
@@ -95,9 +110,12 @@ export class HashPool {
   private startHelpers(): void {
     const url = new URL('./hash-worker.js', import.meta.url);
     for (let t = 1; t < this.workers; t++) {
-      const lane: Lane = { worker: fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] }), bytes: 0, batches: 0, messageBytes: 0 };
+      const worker = fork(url, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [] });
+      const lane: Lane = { worker, ready: false, bytes: 0, batches: 0, messageBytes: 0 };
       lane.worker.on('message', (reply: HashReply) => {
-        if ('reclaimed' in reply) {
+        if ('ready' in reply) {
+          lane.ready = true;
+        } else if ('reclaimed' in reply) {
           // back to the front of the queue, in their order
           const back = new Queue();
           for (const id of reply.reclaimed) {
@@ -160,11 +178,13 @@ export class HashPool {
     this.seal(true);
   }
 
-  /** Send queued batches to helpers that are not far enough ahead, least loaded first. */
+  /** Send queued batches to ready helpers that are not far enough ahead, least loaded first. */
   private feed(): void {
-    while (this.queued() && this.lanes.length > 0) {
-      const lane = this.lanes.reduce((a, b) => (b.bytes < a.bytes ? b : a));
-      if (lane.bytes >= AHEAD_BYTES || lane.batches >= AHEAD_BATCHES) return;
+    while (this.queued()) {
+      let lane: Lane | null = null;
+      for (const l of this.lanes) if (l.ready && (lane === null || l.bytes < lane.bytes)) lane = l;
+      if (lane === null) return;
+      if (this.draining ? lane.bytes >= DRAIN_AHEAD_BYTES || lane.batches >= DRAIN_AHEAD_BATCHES : lane.bytes >= AHEAD_BYTES || lane.batches >= AHEAD_BATCHES) return;
       this.send(lane, this.take());
     }
   }
@@ -271,21 +291,29 @@ export class HashPool {
   /** Wait for every submitted file (with `needed`: those prioritize() asked for), hashing queued batches here meanwhile. */
   async drain(needed = false): Promise<void> {
     this.sealAll();
-    const left = (): number => (needed ? this.needLeft : this.outstanding);
-    while (left() > 0) {
-      if (this.failure) throw this.failure;
-      if (this.queued() && (!needed || this.needs(this.peek()))) {
-        this.hashHere(this.take());
-        if (this.lanes.length > 0) await new Promise<void>((resolve) => setImmediate(resolve)); // helpers' answers in, more work out
-        continue;
+    this.draining = true;
+    // what a helper holds beyond the few batches it needs now comes back, for the caller to share
+    if (this.lanes.some((l) => l.batches > DRAIN_AHEAD_BATCHES)) this.reclaim();
+    try {
+      const left = (): number => (needed ? this.needLeft : this.outstanding);
+      while (left() > 0) {
+        if (this.failure) throw this.failure;
+        if (this.queued() && (!needed || this.needs(this.peek()))) {
+          this.hashHere(this.take());
+          if (this.lanes.length > 0) await new Promise<void>((resolve) => setImmediate(resolve)); // helpers' answers in, more work out
+          continue;
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
       }
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = null;
+      if (this.failure) throw this.failure;
+    } finally {
+      this.draining = false;
     }
-    if (this.failure) throw this.failure;
   }
 
   private hashHere(b: Batch): void {
+    this.here += b.paths.length;
     this.answer(b, digestsOf(b.paths, b.sizes));
   }
 

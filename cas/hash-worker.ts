@@ -16,7 +16,8 @@ export interface HashRequest {
 export interface ReclaimRequest {
   reclaim: true;
 }
-export type HashReply = { id: number; results: DigestOrError[] } | { reclaimed: number[] };
+/** `ready` first, once loaded; then answers and given-back batches. */
+export type HashReply = { ready: true } | { id: number; results: DigestOrError[] } | { reclaimed: number[] };
 
 const waiting: HashRequest[] = [];
 let scheduled = false;
@@ -43,3 +44,6 @@ process.on('message', (req: HashRequest | ReclaimRequest) => {
   waiting.push(req);
   schedule();
 });
+
+// loaded (the native hasher included): work sent now is started at once
+process.send!({ ready: true } satisfies HashReply);

@@ -41,6 +41,32 @@ describe('HashPool', () => {
     }
   });
 
+  it('keeps work queued while its helper starts, for the caller to take in drain()', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
+    try {
+      // three batches of 8 MiB: the helper starts past 16 MiB, and a loaded one would be sent all
+      // three (32 MiB ahead); hashing them takes less than its start
+      const files = [1, 2, 3].map((i) => {
+        const f = path.join(dir, `f${i}`);
+        fs.writeFileSync(f, Buffer.alloc(8 << 20, i));
+        return f;
+      });
+      const got = new Map<number, HashResult>();
+      const pool = new HashPool(2, (i, r) => got.set(i, r));
+      try {
+        files.forEach((f) => pool.submit(Buffer.from(f), 8 << 20));
+        expect(pool.helping).toBe(true);
+        await pool.drain();
+        expect(pool.hashedHere).toBeGreaterThan(0);
+      } finally {
+        await pool.close();
+      }
+      files.forEach((f, i) => expect(got.get(i)?.digest).toBe(fsverityDigest(fs.readFileSync(f), cryptoBlockHasher).toString('hex')));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps helpers fed from its queue over many batches, each result once and right', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-pool-'));
     try {
