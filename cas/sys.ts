@@ -23,9 +23,19 @@ interface Libc {
   open: (path: number, flags: number) => number;
   read: (fd: number, buf: number, n: number) => number;
   close: (fd: number) => number;
+  /** null where glibc lacks it (before 2.30) */
+  getdents64: ((fd: number, buf: number, n: number) => number) | null;
 }
 
 let libc: Libc | null | undefined;
+
+function optional<T>(f: () => T): T | null {
+  try {
+    return f();
+  } catch {
+    return null;
+  }
+}
 function load(): Libc | null {
   if (libc !== undefined) return libc;
   try {
@@ -43,6 +53,7 @@ function load(): Libc | null {
       open: lib.func('int open(uintptr_t path, int flags)'),
       read: lib.func('long read(int fd, uintptr_t buf, size_t n)'),
       close: lib.func('int close(int fd)'),
+      getdents64: optional(() => lib.func('long getdents64(int fd, uintptr_t buf, size_t n)')),
     };
   } catch {
     libc = null;
@@ -148,7 +159,7 @@ export const errnoMessage = (e: number): string => util.getSystemErrorMap().get(
 function sysError(syscall: string, e: number, path: Buffer): NodeJS.ErrnoException {
   const code = errnoCode(e);
   const p = path.toString('latin1');
-  return Object.assign(new Error(`${code}: ${syscall} failed, ${syscall} '${p}'`), { code, errno: -e, syscall, path: p });
+  return Object.assign(new Error(`${code}: ${errnoMessage(e)}, ${syscall} '${p}'`), { code, errno: -e, syscall, path: p });
 }
 
 function required(syscall: string): Libc {
@@ -291,4 +302,53 @@ export class RawReader {
   close(fd: number): void {
     this.c.close(fd);
   }
+}
+
+const O_DIRECTORY = 0o200000;
+const DENTS_SIZE = 64 << 10;
+let dents: { buf: Buffer; addr: number } | null = null;
+
+/**
+ * The names in a directory (without `.` and `..`, as latin1 strings of their bytes, in no
+ * order), read with getdents64(2): Node's readdir has libuv sort them and allocate each name
+ * first (on /usr's 20k directories, about 0.37 s of the scan instead of 0.46). Null where libc
+ * or getdents64 is missing (read them with fs.readdirSync then); failures throw as Node's do.
+ */
+export function readDirNames(pathZ: Buffer): string[] | null {
+  const c = load();
+  if (!c?.getdents64) return null;
+  const d = (dents ??= (() => {
+    const buf = Buffer.alloc(DENTS_SIZE);
+    return { buf, addr: Number(koffi.address(buf)) };
+  })());
+  const path = (): Buffer => pathZ.subarray(0, pathZ.length - 1);
+  let fd: number;
+  do fd = c.open(Number(koffi.address(pathZ)), O_DIRECTORY | O_CLOEXEC);
+  while (fd < 0 && errno() === EINTR);
+  if (fd < 0) throw sysError('scandir', errno(), path());
+  const names: string[] = [];
+  try {
+    for (;;) {
+      const n = c.getdents64(fd, d.addr, DENTS_SIZE);
+      if (n === 0) break;
+      if (n < 0) {
+        if (errno() === EINTR) continue;
+        throw sysError('scandir', errno(), path());
+      }
+      // struct linux_dirent64: ino u64, off s64, reclen u16, type u8, NUL-terminated name
+      for (let off = 0; off < n; ) {
+        const reclen = d.buf.readUInt16LE(off + 16);
+        const start = off + 19;
+        const end = d.buf.indexOf(0, start);
+        const len = end - start;
+        if (!(len === 1 && d.buf[start] === 0x2e) && !(len === 2 && d.buf[start] === 0x2e && d.buf[start + 1] === 0x2e)) {
+          names.push(d.buf.toString('latin1', start, end));
+        }
+        off += reclen;
+      }
+    }
+  } finally {
+    c.close(fd);
+  }
+  return names;
 }

@@ -22,7 +22,7 @@ import {
 import { setXattr } from '../format/dumpfile.js';
 import { writeLatin1 } from '../format/bytes.js';
 import { readXattrsZ } from '../cas/xattrs.js';
-import { type LstatResult, cPath, lstatx } from '../cas/sys.js';
+import { type LstatResult, cPath, lstatx, readDirNames } from '../cas/sys.js';
 
 /** Files up to this size are stored in the image itself (mkcomposefs's recommended maximum). */
 export const INLINE_MAX = 64;
@@ -271,16 +271,17 @@ class Scanner {
     if (type === S_IFDIR) {
       if (isRoot) this.rootDev = st.dev;
       else if (st.dev !== this.rootDev && !opts.crossFilesystems) return inode; // a mount point: keep it empty
-      this.openDir(inode, path(), isRoot ? '' : joinRel(parent.rel, name));
+      this.openDir(inode, pathZ, lenZ, isRoot ? '' : joinRel(parent.rel, name));
     }
     return inode;
   }
 
   /** Read a directory's names; its entries are loaded from the stack. */
-  private openDir(dir: Inode, path: Buffer, rel: string): void {
+  private openDir(dir: Inode, pathZ: Buffer, lenZ: number, rel: string): void {
+    const path = pathZ.subarray(0, lenZ - 1);
     let names: string[];
     try {
-      names = fs.readdirSync(path, { encoding: 'latin1' });
+      names = readDirNames(pathZ.subarray(0, lenZ)) ?? fs.readdirSync(path, { encoding: 'latin1' });
     } catch (e) {
       if (this.opts.ignoreErrors && rel !== '') {
         this.res.skipped++;
