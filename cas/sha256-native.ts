@@ -8,6 +8,7 @@
  */
 import koffi from 'koffi';
 import { BLOCK_SIZE } from '../format/layout.js';
+import { addressOf } from './sys.js';
 import { FsVerityHasher, cryptoBlockHasher, fsverityDigest, sha256, type BlockHasher, type HashFn } from '../format/fsverity.js';
 
 const HASH_SIZE = 32;
@@ -35,28 +36,6 @@ function loadSha256(): Sha256Fns | null {
   return null;
 }
 
-/**
- * Buffer addresses, the last few remembered: a file's blocks go through the same few small
- * buffers (hash context, read buffer, partial block, tree levels, descriptor), and
- * koffi.address costs as much as a third of a block's hash call. Remembered buffers stay
- * referenced, so they cannot move; big ones (an image hashed whole) are not remembered, so as
- * not to keep them alive.
- */
-const REMEMBER = 8;
-const REMEMBER_MAX = 64 << 10;
-const seen: (Uint8Array | null)[] = new Array<Uint8Array | null>(REMEMBER).fill(null);
-const seenAt: number[] = new Array<number>(REMEMBER).fill(0);
-let nextSeen = 0;
-function address(b: Uint8Array): number {
-  for (let i = 0; i < REMEMBER; i++) if (seen[i] === b) return seenAt[i];
-  const a = Number(koffi.address(b));
-  if (b.buffer.byteLength > REMEMBER_MAX) return a;
-  seen[nextSeen] = b;
-  seenAt[nextSeen] = a;
-  nextSeen = (nextSeen + 1) % REMEMBER;
-  return a;
-}
-
 /** Native block and byte hashers, or null when OpenSSL cannot be loaded or disagrees with node:crypto. */
 function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
   if (process.env.CFS_NO_NATIVE_SHA256) return null;
@@ -71,9 +50,9 @@ function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
     if (off < 0 || dstOff < 0 || off + count * BLOCK_SIZE > src.length || dstOff + count * HASH_SIZE > dst.length) {
       throw new RangeError('block hash out of bounds');
     }
-    const ctx = address(ctxBuf);
-    const s = address(src) + off;
-    const d = address(dst) + dstOff;
+    const ctx = addressOf(ctxBuf);
+    const s = addressOf(src) + off;
+    const d = addressOf(dst) + dstOff;
     for (let i = 0; i < count; i++) {
       init(ctx);
       update(ctx, s + i * BLOCK_SIZE, BLOCK_SIZE);
@@ -82,9 +61,9 @@ function makeNative(): { blocks: BlockHasher; bytes: HashFn } | null {
   };
   const bytes: HashFn = (data) => {
     const out = Buffer.allocUnsafe(HASH_SIZE);
-    const ctx = address(ctxBuf);
+    const ctx = addressOf(ctxBuf);
     init(ctx);
-    update(ctx, address(data), data.length);
+    update(ctx, addressOf(data), data.length);
     final(Number(koffi.address(out)), ctx); // new each time: not one to remember
     return out;
   };

@@ -63,6 +63,40 @@ function load(): Libc | null {
 
 const errno = (): number => koffi.errno();
 const EINTR = 4;
+
+/** `call()` again while it fails with EINTR: its result, or -errno. */
+function retried(call: () => number): number {
+  for (;;) {
+    const r = call();
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+const REMEMBER = 8;
+const REMEMBER_MAX = 64 << 10;
+const seen: (Uint8Array | null)[] = new Array<Uint8Array | null>(REMEMBER).fill(null);
+const seenAt: number[] = new Array<number>(REMEMBER).fill(0);
+let nextSeen = 0;
+
+/**
+ * A buffer's address for a C call, the last few remembered: hashing goes through the same few
+ * small buffers file after file (path, read buffer, hash context, partial block, tree levels,
+ * descriptor), and koffi.address costs as much as a third of a block's hash call. Remembered
+ * buffers stay referenced, so they cannot move; big ones (an image hashed whole) are not
+ * remembered, so as not to keep them alive.
+ */
+export function addressOf(b: Uint8Array): number {
+  for (let i = 0; i < REMEMBER; i++) if (seen[i] === b) return seenAt[i];
+  const a = Number(koffi.address(b));
+  if (b.buffer.byteLength > REMEMBER_MAX) return a;
+  seen[nextSeen] = b;
+  seenAt[nextSeen] = a;
+  nextSeen = (nextSeen + 1) % REMEMBER;
+  return a;
+}
+
 const EWOULDBLOCK = 11;
 
 export const LOCK_SH = 1;
@@ -257,10 +291,6 @@ const O_CLOEXEC = 0o2000000;
  */
 export class RawReader {
   private pathBuf = Buffer.alloc(4096);
-  private pathAddr = Number(koffi.address(this.pathBuf));
-  /** the last buffer read into, and its address */
-  private buf: Buffer | null = null;
-  private bufAddr = 0;
 
   private constructor(private readonly c: Libc) {}
 
@@ -272,31 +302,16 @@ export class RawReader {
 
   /** Open a path given as a latin1 string of its bytes; an fd, or -errno. */
   open(latin1Path: string): number {
-    if (latin1Path.length >= this.pathBuf.length) {
-      this.pathBuf = Buffer.alloc(latin1Path.length + 1);
-      this.pathAddr = Number(koffi.address(this.pathBuf));
-    }
+    if (latin1Path.length >= this.pathBuf.length) this.pathBuf = Buffer.alloc(latin1Path.length + 1);
     this.pathBuf[this.pathBuf.write(latin1Path, 0, 'latin1')] = 0;
-    for (;;) {
-      const fd = this.c.open(this.pathAddr, O_CLOEXEC);
-      if (fd >= 0) return fd;
-      const e = errno();
-      if (e !== EINTR) return -e;
-    }
+    const path = addressOf(this.pathBuf);
+    return retried(() => this.c.open(path, O_CLOEXEC));
   }
 
   /** Read up to `buf.length` bytes into `buf`; bytes read, or -errno. */
   read(fd: number, buf: Buffer): number {
-    if (buf !== this.buf) {
-      this.buf = buf;
-      this.bufAddr = Number(koffi.address(buf));
-    }
-    for (;;) {
-      const r = this.c.read(fd, this.bufAddr, buf.length);
-      if (r >= 0) return r;
-      const e = errno();
-      if (e !== EINTR) return -e;
-    }
+    const at = addressOf(buf);
+    return retried(() => this.c.read(fd, at, buf.length));
   }
 
   close(fd: number): void {
@@ -306,7 +321,7 @@ export class RawReader {
 
 const O_DIRECTORY = 0o200000;
 const DENTS_SIZE = 64 << 10;
-let dents: { buf: Buffer; addr: number } | null = null;
+let dents: Buffer | null = null;
 
 /**
  * The names in a directory (without `.` and `..`, as latin1 strings of their bytes, in no
@@ -317,32 +332,27 @@ let dents: { buf: Buffer; addr: number } | null = null;
 export function readDirNames(pathZ: Buffer): string[] | null {
   const c = load();
   if (!c?.getdents64) return null;
-  const d = (dents ??= (() => {
-    const buf = Buffer.alloc(DENTS_SIZE);
-    return { buf, addr: Number(koffi.address(buf)) };
-  })());
+  const getdents64 = c.getdents64;
+  const buf = (dents ??= Buffer.alloc(DENTS_SIZE));
+  const at = addressOf(buf);
   const path = (): Buffer => pathZ.subarray(0, pathZ.length - 1);
-  let fd: number;
-  do fd = c.open(Number(koffi.address(pathZ)), O_DIRECTORY | O_CLOEXEC);
-  while (fd < 0 && errno() === EINTR);
-  if (fd < 0) throw sysError('scandir', errno(), path());
+  const pathAt = Number(koffi.address(pathZ)); // a new view each call: not one to remember
+  const fd = retried(() => c.open(pathAt, O_DIRECTORY | O_CLOEXEC));
+  if (fd < 0) throw sysError('scandir', -fd, path());
   const names: string[] = [];
   try {
     for (;;) {
-      const n = c.getdents64(fd, d.addr, DENTS_SIZE);
+      const n = retried(() => getdents64(fd, at, DENTS_SIZE));
       if (n === 0) break;
-      if (n < 0) {
-        if (errno() === EINTR) continue;
-        throw sysError('scandir', errno(), path());
-      }
+      if (n < 0) throw sysError('scandir', -n, path());
       // struct linux_dirent64: ino u64, off s64, reclen u16, type u8, NUL-terminated name
       for (let off = 0; off < n; ) {
-        const reclen = d.buf.readUInt16LE(off + 16);
+        const reclen = buf.readUInt16LE(off + 16);
         const start = off + 19;
-        const end = d.buf.indexOf(0, start);
+        const end = buf.indexOf(0, start);
         const len = end - start;
-        if (!(len === 1 && d.buf[start] === 0x2e) && !(len === 2 && d.buf[start] === 0x2e && d.buf[start + 1] === 0x2e)) {
-          names.push(d.buf.toString('latin1', start, end));
+        if (!(len === 1 && buf[start] === 0x2e) && !(len === 2 && buf[start] === 0x2e && buf[start + 1] === 0x2e)) {
+          names.push(buf.toString('latin1', start, end));
         }
         off += reclen;
       }
