@@ -43,41 +43,41 @@ export function digestsOf(latin1Paths: string[], sizes?: number[]): DigestOrErro
   });
 }
 
-function rawDigestOf(r: RawReader, latin1Path: string, expected = Infinity): DigestOrError {
+function rawDigestOf(r: RawReader, latin1Path: string, expected?: number): DigestOrError {
   const fd = r.open(latin1Path);
   if (fd < 0) return failure(-fd, 'open');
   try {
-    const h = (hasher ??= newVerityHasher()).reset();
-    const buf = (readBuf ??= Buffer.allocUnsafe(64 << 10));
-    let size = 0;
-    for (;;) {
-      const n = r.read(fd, buf);
-      if (n < 0) return failure(-n, 'read');
-      if (n === 0) break;
-      h.update(buf, n);
-      size += n;
-      // a short read of a regular file ends at its end: once the expected size is there, the
-      // next read would return 0 (a file that grows meanwhile is caught no better by reading on)
-      if (n < buf.length && size >= expected) break;
-    }
-    return { digest: h.digest().toString('hex'), size };
+    const d = hashReads((buf) => r.read(fd, buf), expected);
+    return typeof d === 'number' ? failure(-d, 'read') : d;
   } finally {
     r.close(fd);
   }
+}
+
+/**
+ * fs-verity digest and size of what `read` gives until it gives 0, or the -errno of a failed
+ * read. A short read once `expected` bytes are in ends it too: for a regular file the next read
+ * would return 0 (a file that grows meanwhile is caught no better by reading on).
+ */
+function hashReads(read: (buf: Buffer) => number, expected = Infinity): { digest: string; size: number } | number {
+  const h = (hasher ??= newVerityHasher()).reset();
+  const buf = (readBuf ??= Buffer.allocUnsafe(64 << 10));
+  let size = 0;
+  for (;;) {
+    const n = read(buf);
+    if (n < 0) return n;
+    if (n === 0) break;
+    h.update(buf, n);
+    size += n;
+    if (n < buf.length && size >= expected) break;
+  }
+  return { digest: h.digest().toString('hex'), size };
 }
 
 const failure = (e: number, syscall: string): DigestOrError => ({ error: `${errnoMessage(e)} (${syscall})`, code: errnoCode(e) });
 
 /** fs-verity digest of what is left to read from `fd`. */
 export function digestOfFd(fd: number): { digest: string; size: number } {
-  const h = (hasher ??= newVerityHasher()).reset();
-  const buf = (readBuf ??= Buffer.allocUnsafe(64 << 10));
-  let size = 0;
-  for (;;) {
-    const n = fs.readSync(fd, buf, 0, buf.length, null);
-    if (n === 0) break;
-    h.update(buf.subarray(0, n));
-    size += n;
-  }
-  return { digest: h.digest().toString('hex'), size };
+  // fs.readSync throws rather than return an errno
+  return hashReads((buf) => fs.readSync(fd, buf, 0, buf.length, null)) as { digest: string; size: number };
 }
