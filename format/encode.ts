@@ -433,7 +433,8 @@ const objectRedirect = (hex: string): string => readLatin1(objectRedirectBytes(h
  */
 function setOverlay(n: ENode, metacopy: string, redirect: string | null, input?: string): void {
   if (n.xattrs.length === 0 && (redirect === null || redirect.length <= 1 + PATH_MAX)) {
-    // most files: a list of just these (pushing onto [] would reserve 16 slots, then garbage)
+    // most files: a list of just these (pushing onto [] would reserve 16 slots, then garbage);
+    // values this short are within every limit set() checks, so only longer ones go through it
     const mc = { key: XATTR_METACOPY, value: metacopy };
     n.xattrs = redirect === null ? [mc] : [mc, { key: XATTR_REDIRECT, value: redirect }];
   } else {
