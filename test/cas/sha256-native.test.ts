@@ -1,9 +1,11 @@
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { FsVerityHasher, cryptoBlockHasher, fsverityDigest } from '../../format/fsverity.js';
-import { blockHasher, newVerityHasher, verityDigest } from '../../cas/sha256-native.js';
+import { blockHasher, blockHasherName, nativeHashers, newVerityHasher, verityDigest } from '../../cas/sha256-native.js';
 
 /** Deterministic bytes. */
 function data(n: number, seed: number): Buffer {
@@ -20,9 +22,40 @@ function data(n: number, seed: number): Buffer {
 
 const SIZES = [0, 1, 4095, 4096, 4097, 128 * 4096, 128 * 4096 + 1, 129 * 4096, 128 * 128 * 4096 + 3 * 4096 + 7];
 
+const shaNiSkip =
+  process.arch !== 'x64' || !/\bsha_ni\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'))
+    ? 'this CPU has no SHA extensions'
+    : spawnSync(process.env.CC || 'cc', ['--version']).status !== 0
+      ? 'no C compiler to build cas/native/sha256-blocks.c'
+      : '';
+if (shaNiSkip) console.log(`SHA-NI block hasher test skipped: ${shaNiSkip}`);
+
 describe('native fs-verity block hasher', () => {
-  it('is the OpenSSL one here, not the node:crypto fallback', () => {
+  it('is OpenSSL through koffi at least, not the node:crypto fallback', () => {
+    expect(nativeHashers.openSsl).not.toBeNull();
     expect(blockHasher).not.toBe(cryptoBlockHasher);
+  });
+
+  it.skipIf(!!shaNiSkip)('is our SHA-NI code where the CPU has the SHA extensions (npm run build compiles it)', () => {
+    expect(blockHasherName).toBe('sha-ni');
+    expect(blockHasher).toBe(nativeHashers.shaNi);
+  });
+
+  it('each native hasher gives node:crypto hashes for 1 to 9 different blocks, at any offset', () => {
+    const hashers = [nativeHashers.shaNi, nativeHashers.openSsl?.blocks].filter((h) => h !== null && h !== undefined);
+    expect(hashers.length).toBeGreaterThan(0);
+    const src = data(11 * 4096 + 3, 5);
+    for (const h of hashers) {
+      for (let count = 1; count <= 9; count++) {
+        for (const off of [0, 3, 4096 + 1]) {
+          const dst = Buffer.alloc(32 * count + 5, 0xee);
+          h(src, off, count, dst, 5);
+          const want = Array.from({ length: count }, (_, k) => createHash('sha256').update(src.subarray(off + k * 4096, off + (k + 1) * 4096)).digest());
+          expect(dst.subarray(5).toString('hex'), `${count} blocks at ${off}`).toBe(Buffer.concat(want).toString('hex'));
+          expect(dst.subarray(0, 5).toString('hex')).toBe('eeeeeeeeee');
+        }
+      }
+    }
   });
 
   it('gives node:crypto digests for sizes around block and level boundaries', () => {
@@ -81,7 +114,11 @@ describe('native fs-verity block hasher', () => {
   });
 
   it('refuses a block range outside the buffers', () => {
-    expect(() => blockHasher(Buffer.alloc(4096), 1, 1, Buffer.alloc(32), 0)).toThrow(RangeError);
-    expect(() => blockHasher(Buffer.alloc(4096), 0, 1, Buffer.alloc(32), 1)).toThrow(RangeError);
+    for (const h of [nativeHashers.shaNi, nativeHashers.openSsl?.blocks]) {
+      if (!h) continue;
+      expect(() => h(Buffer.alloc(4096), 1, 1, Buffer.alloc(32), 0)).toThrow(RangeError);
+      expect(() => h(Buffer.alloc(4096), 0, 1, Buffer.alloc(32), 1)).toThrow(RangeError);
+      expect(() => h(Buffer.alloc(8192), 0, 2, Buffer.alloc(63), 0)).toThrow(RangeError);
+    }
   });
 });
