@@ -282,7 +282,11 @@ export function runDirBench(tmp: string): number {
         if (entries >= big && rssOurs !== undefined) {
           notes.push(`${tree} ${mode}: peak RSS of cfs-writer ${mb(rssOurs)} MB (target < ${RSS_TARGET_MB} MB: ${rssOurs / 1024 < RSS_TARGET_MB ? 'ok' : 'MISS'})`);
         }
-        if (up && runs > 1 && !up.failed) notes.push(`${tree} ${mode}: upstream median ${secs(median(up.seconds))} s`);
+        if (up && runs > 1 && !up.failed) {
+          // an empty store's runs are mostly disk writes, whose time varies run to run by 2x here
+          const mr = ours.failed ? '' : ` (median ratio ${(median(ours.seconds)! / median(up.seconds)!).toFixed(2)}x)`;
+          notes.push(`${tree} ${mode}: upstream median ${secs(median(up.seconds))} s${mr}`);
+        }
       }
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
