@@ -1,8 +1,9 @@
 /**
- * fs-verity hashing in native code, on one reused context:
+ * fs-verity hashing in native code:
  * - tree blocks with our own SHA-NI code (native/sha256-blocks.c, two blocks at a time) where it
  *   was built and the CPU has the SHA extensions: 1.7x OpenSSL's rate here;
- * - else with OpenSSL's SHA256_Init/Update/Final called through koffi. node:crypto costs about a
+ * - else with OpenSSL's SHA256_Init/Update/Final called through koffi on one reused context
+ *   (the descriptor is always hashed so). node:crypto costs about a
  *   microsecond of set-up per 4 KiB block (a hash context and a result buffer), as much as the
  *   hash itself, and OpenSSL 3's one-shot SHA256() looks the algorithm up by name on every call.
  *   The symbols come from node's own bundled OpenSSL (node exports them for addons), else from
